@@ -1,0 +1,90 @@
+// DICOM bytes -> calibrated pixels -> the normalised image the system trains on (DCMTK).
+//
+// Steps: parse; recognise non-image objects (skipped with a reason); validate the pixel description;
+// decode the first frame with any codec DCMTK has (uncompressed LE/BE, deflate, JPEG baseline/extended/
+// lossless, JPEG-LS, RLE); modality LUT (rescale slope/intercept or a modality LUT sequence); VOI: the
+// header's VOI LUT, else its first window, else a robust percentile window; MONOCHROME1 is inverted so that
+// bright always means dense; colour images stay RGB. Optionally letterboxed to a square size.
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "comcl/imaging/image.h"
+
+namespace comcl::imaging {
+
+enum class DecodeOutcome {
+  Decoded,
+  Skipped,      // not an image object: SR, PDF, presentation state, ... (never an error)
+  Unsupported,  // a valid image whose encoding this build cannot decode (JPEG 2000, unknown codec)
+  Failed,       // corrupt or invalid: truncated, not DICOM, inconsistent pixel description
+};
+const char* toString(DecodeOutcome outcome);
+
+// Header facts used by the index (all optional in the file; missing ones are listed in `missing`).
+struct DicomMetadata {
+  std::string sopClassUid;
+  std::string sopClassName;  // DCMTK's name for the SOP class, when known
+  std::string sopInstanceUid;
+  std::string seriesInstanceUid;
+  std::string studyInstanceUid;
+  std::optional<std::string> patientId;
+  std::optional<std::string> studyDate;
+  std::optional<std::string> modality;
+  std::optional<std::string> bodyPart;
+  std::optional<std::string> viewPosition;
+  std::optional<std::string> laterality;  // ImageLaterality, else Laterality
+  std::string transferSyntaxUid;
+  std::string transferSyntaxName;
+  std::string photometric;
+  int rows = 0;
+  int cols = 0;
+  int frames = 0;
+  int samplesPerPixel = 0;
+  int bitsAllocated = 0;
+  int bitsStored = 0;
+  int pixelRepresentation = 0;  // 0 unsigned, 1 signed
+  std::vector<std::string> missing;  // e.g. "PatientID", "ViewPosition"
+};
+
+// What the normalisation did, for the CLI's report and the index.
+struct DecodeReport {
+  double rescaleSlope = 1.0;
+  double rescaleIntercept = 0.0;
+  bool modalityLutSequence = false;
+  std::string windowSource;  // "VOI LUT", "header window", "percentile window", "colour (none)"
+  double windowCenter = 0;
+  double windowWidth = 0;
+  bool inverted = false;  // MONOCHROME1 was inverted
+  int framesInFile = 0;   // only the first frame is used
+  int outputWidth = 0;
+  int outputHeight = 0;
+  Rect content;           // position of the image inside the letterboxed output
+};
+
+struct DecodeOptions {
+  int size = 0;                       // 0: keep the native size; else letterbox into size x size
+  bool keepColour = true;             // false: colour images are converted to luminance
+  double percentileClip = 0.005;      // fraction excluded at each end by the percentile window
+  std::size_t maxPixels = 1u << 28;   // larger images are refused as absurd (268 million pixels)
+};
+
+struct DecodeResult {
+  DecodeOutcome outcome = DecodeOutcome::Failed;
+  std::string reason;  // one line; empty when decoded without remarks
+  DicomMetadata metadata;
+  DecodeReport report;
+  Image image;  // only when outcome == Decoded
+};
+
+// Never throws for bad input: every problem becomes an outcome and a one-line reason.
+DecodeResult decodeFile(const std::string& path, const DecodeOptions& options = {});
+DecodeResult decodeBuffer(const void* data, std::size_t size, const DecodeOptions& options = {});
+
+// Registers DCMTK's decoders once per process (thread-safe, idempotent); called by the decode functions.
+void registerDicomCodecs();
+
+}  // namespace comcl::imaging

@@ -1,0 +1,41 @@
+// In-memory images shared by the imaging code: float samples in [0, 1], interleaved channels.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace comcl::imaging {
+
+struct Image {
+  int width = 0;
+  int height = 0;
+  int channels = 1;           // 1 (grey) or 3 (RGB)
+  std::vector<float> pixels;  // width * height * channels, row-major, values in [0, 1]
+
+  Image() = default;
+  Image(int w, int h, int c = 1)
+      : width(w), height(h), channels(c), pixels(static_cast<std::size_t>(w) * h * c, 0.0f) {}
+  bool empty() const { return pixels.empty(); }
+  float& at(int x, int y, int c = 0) { return pixels[(static_cast<std::size_t>(y) * width + x) * channels + c]; }
+  float at(int x, int y, int c = 0) const {
+    return pixels[(static_cast<std::size_t>(y) * width + x) * channels + c];
+  }
+};
+
+// A rectangle inside an image, in pixels.
+struct Rect {
+  int x = 0;
+  int y = 0;
+  int width = 0;
+  int height = 0;
+};
+
+// Luminance (ITU-R BT.601 weights) of an RGB image; a grey image is returned as is.
+Image toGrey(const Image& image);
+
+// Quantises [0, 1] samples to 8-bit (0..255) or 16-bit (0..65535) little-endian bytes, rounding to nearest.
+std::vector<std::uint8_t> quantise(const Image& image, int bitsPerSample);
+// The inverse of quantise() for a single-channel image.
+Image dequantise(const std::uint8_t* bytes, int width, int height, int bitsPerSample);
+
+}  // namespace comcl::imaging

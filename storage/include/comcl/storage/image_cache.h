@@ -1,0 +1,74 @@
+// Fixed-size preprocessed images in one memory-mapped file, addressed by slot number from the index.
+//
+// Layout: a 4096-byte file header (magic, format), then slots of `slotStride()` bytes. Each slot holds a
+// 32-byte header (magic, CRC-32 of the pixels, key, pixel byte count) followed by the pixels of one
+// single-channel image, row-major, little-endian for 16-bit. A slot is written with one pwrite and is only
+// referenced from the index after it is written, and a referenced slot is never overwritten, so a torn write
+// (crash, power loss) can only damage a slot that nothing points to yet; reads verify magic, key and CRC.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <shared_mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace comcl::storage {
+
+class CacheError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct CacheFormat {
+  int size = 256;          // images are size x size pixels
+  int bitsPerSample = 8;   // 8 or 16
+  std::size_t imageBytes() const {
+    return static_cast<std::size_t>(size) * static_cast<std::size_t>(size) * (bitsPerSample == 16 ? 2u : 1u);
+  }
+  bool operator==(const CacheFormat& o) const { return size == o.size && bitsPerSample == o.bitsPerSample; }
+};
+
+class ImageCache {
+ public:
+  // Opens the cache file, creating it with `format` if it does not exist. An existing file must have the
+  // same format, otherwise CacheError names both formats.
+  ImageCache(const std::string& path, CacheFormat format);
+  ~ImageCache();
+  ImageCache(const ImageCache&) = delete;
+  ImageCache& operator=(const ImageCache&) = delete;
+
+  const CacheFormat& format() const { return format_; }
+  std::size_t imageBytes() const { return format_.imageBytes(); }
+  std::size_t slotStride() const { return stride_; }
+  const std::string& path() const { return path_; }
+  // Number of slots the file has room for (written or not).
+  std::int64_t slotCount() const;
+
+  // Writes `imageBytes()` bytes of pixels into `slot` under `key` (the index row id). Thread-safe.
+  void write(std::int64_t slot, std::uint64_t key, const void* pixels);
+  // Makes every completed write durable (fdatasync).
+  void flush();
+
+  // Copies one verified image into dst (imageBytes() bytes). Throws CacheError if the slot was never
+  // written, holds another key, or fails its checksum.
+  void read(std::int64_t slot, std::uint64_t key, void* dst) const;
+  // Copies N verified images into dst (N * imageBytes() bytes), in the order given, straight from the mapping.
+  void readBatch(const std::vector<std::int64_t>& slots, const std::vector<std::uint64_t>& keys, void* dst) const;
+
+ private:
+  const std::uint8_t* mappedSlot(std::int64_t slot) const;  // caller holds mapMutex_ (shared)
+  void ensureMapped(std::int64_t slot) const;
+  void verifiedCopy(const std::uint8_t* slotBytes, std::int64_t slot, std::uint64_t key, void* dst) const;
+
+  std::string path_;
+  CacheFormat format_;
+  std::size_t stride_ = 0;
+  int fd_ = -1;
+  mutable std::shared_mutex mapMutex_;
+  mutable std::uint8_t* map_ = nullptr;
+  mutable std::size_t mapLength_ = 0;
+};
+
+}  // namespace comcl::storage
