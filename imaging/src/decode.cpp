@@ -1,1 +1,386 @@
-// placeholder: written in this session
+// DICOM decoding and normalisation with DCMTK. See decode.h for the steps; this file keeps every DCMTK
+// object inside RAII owners and turns every failure into an outcome with a one-line reason.
+#include "comcl/imaging/decode.h"
+
+#include <dcmtk/config/osconfig.h>  // must come first among DCMTK headers
+#include <dcmtk/dcmdata/dccodec.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcistrmb.h>
+#include <dcmtk/dcmdata/dcmetinf.h>
+#include <dcmtk/dcmdata/dcpixel.h>
+#include <dcmtk/dcmdata/dcrledrg.h>
+#include <dcmtk/dcmdata/dcuid.h>
+#include <dcmtk/dcmdata/dcxfer.h>
+#include <dcmtk/dcmimage/diregist.h>  // colour image support for DicomImage
+#include <dcmtk/dcmimgle/dcmimage.h>
+#include <dcmtk/dcmjpeg/djdecode.h>
+#include <dcmtk/dcmjpls/djdecode.h>
+
+#include <cstdint>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <sstream>
+
+#include "comcl/imaging/resize.h"
+
+namespace comcl::imaging {
+
+const char* toString(DecodeOutcome outcome) {
+  switch (outcome) {
+    case DecodeOutcome::Decoded:
+      return "decoded";
+    case DecodeOutcome::Skipped:
+      return "skipped";
+    case DecodeOutcome::Unsupported:
+      return "unsupported";
+    case DecodeOutcome::Failed:
+      return "failed";
+  }
+  return "failed";
+}
+
+namespace {
+
+// DCMTK's codec registry is process-global. Registration lives for the whole process: cleaning up while
+// another thread decodes would be a race, and the OS reclaims the few objects at exit.
+std::once_flag codecsOnce;
+
+std::string text(DcmItem& item, const DcmTagKey& key) {
+  OFString value;
+  if (item.findAndGetOFString(key, value).good())
+    return std::string(value.c_str());
+  return {};
+}
+
+std::optional<std::string> optionalText(DcmItem& item, const DcmTagKey& key) {
+  std::string value = text(item, key);
+  if (value.empty())
+    return std::nullopt;
+  return value;
+}
+
+int integer(DcmItem& item, const DcmTagKey& key) {
+  Uint16 u = 0;
+  if (item.findAndGetUint16(key, u).good())
+    return u;
+  OFString s;  // IS-valued tags such as NumberOfFrames
+  if (item.findAndGetOFString(key, s).good() && !s.empty()) {
+    try {
+      return std::stoi(s.c_str());
+    } catch (...) {
+      return 0;
+    }
+  }
+  return 0;
+}
+
+double decimal(DcmItem& item, const DcmTagKey& key, double fallback) {
+  Float64 value = 0;
+  if (item.findAndGetFloat64(key, value).good())
+    return value;
+  return fallback;
+}
+
+DicomMetadata readMetadata(DcmFileFormat& file) {
+  DcmDataset& ds = *file.getDataset();
+  DicomMetadata m;
+  m.sopClassUid = text(ds, DCM_SOPClassUID);
+  if (m.sopClassUid.empty())
+    m.sopClassUid = text(*file.getMetaInfo(), DCM_MediaStorageSOPClassUID);
+  if (!m.sopClassUid.empty())
+    m.sopClassName = dcmFindNameOfUID(m.sopClassUid.c_str(), "");
+  m.sopInstanceUid = text(ds, DCM_SOPInstanceUID);
+  m.seriesInstanceUid = text(ds, DCM_SeriesInstanceUID);
+  m.studyInstanceUid = text(ds, DCM_StudyInstanceUID);
+  m.patientId = optionalText(ds, DCM_PatientID);
+  m.studyDate = optionalText(ds, DCM_StudyDate);
+  m.modality = optionalText(ds, DCM_Modality);
+  m.bodyPart = optionalText(ds, DCM_BodyPartExamined);
+  m.viewPosition = optionalText(ds, DCM_ViewPosition);
+  m.laterality = optionalText(ds, DCM_ImageLaterality);
+  if (!m.laterality)
+    m.laterality = optionalText(ds, DCM_Laterality);
+  m.transferSyntaxUid = text(*file.getMetaInfo(), DCM_TransferSyntaxUID);
+  if (m.transferSyntaxUid.empty())
+    m.transferSyntaxUid = DcmXfer(ds.getOriginalXfer()).getXferID();
+  DcmXfer xfer(m.transferSyntaxUid.c_str());
+  m.transferSyntaxName = xfer.getXfer() == EXS_Unknown ? "unknown" : xfer.getXferName();
+  m.photometric = text(ds, DCM_PhotometricInterpretation);
+  m.rows = integer(ds, DCM_Rows);
+  m.cols = integer(ds, DCM_Columns);
+  m.frames = ds.tagExists(DCM_PixelData) ? std::max(1, integer(ds, DCM_NumberOfFrames)) : 0;
+  m.samplesPerPixel = integer(ds, DCM_SamplesPerPixel);
+  m.bitsAllocated = integer(ds, DCM_BitsAllocated);
+  m.bitsStored = integer(ds, DCM_BitsStored);
+  m.pixelRepresentation = integer(ds, DCM_PixelRepresentation);
+
+  const bool isImage = ds.tagExists(DCM_PixelData);
+  auto requireText = [&](const std::string& value, const char* name) {
+    if (value.empty())
+      m.missing.emplace_back(name);
+  };
+  requireText(m.patientId.value_or(""), "PatientID");
+  requireText(m.studyInstanceUid, "StudyInstanceUID");
+  requireText(m.seriesInstanceUid, "SeriesInstanceUID");
+  requireText(m.sopInstanceUid, "SOPInstanceUID");
+  requireText(m.studyDate.value_or(""), "StudyDate");
+  requireText(m.modality.value_or(""), "Modality");
+  if (isImage)
+    requireText(m.viewPosition.value_or(""), "ViewPosition");
+  return m;
+}
+
+DecodeResult failure(DecodeOutcome outcome, std::string reason, DicomMetadata metadata = {}) {
+  DecodeResult r;
+  r.outcome = outcome;
+  r.reason = std::move(reason);
+  r.metadata = std::move(metadata);
+  return r;
+}
+
+std::string describeSopClass(const DicomMetadata& m) {
+  if (m.sopClassUid.empty())
+    return "no SOP class";
+  if (m.sopClassName.empty())
+    return "SOP class " + m.sopClassUid;
+  return m.sopClassName + " (" + m.sopClassUid + ")";
+}
+
+// Checks what DicomImage would otherwise reject with a vague status, or accept and misread.
+std::optional<DecodeResult> checkPixelDescription(DcmDataset& ds, const DicomMetadata& m,
+                                                  const DecodeOptions& options) {
+  auto fail = [&](const std::string& why) { return failure(DecodeOutcome::Failed, why, m); };
+  if (m.rows <= 0 || m.cols <= 0) {
+    return fail("zero-sized image (Rows " + std::to_string(m.rows) + ", Columns " + std::to_string(m.cols) +
+                ")");
+  }
+  const std::size_t pixels = static_cast<std::size_t>(m.rows) * static_cast<std::size_t>(m.cols);
+  if (pixels > options.maxPixels) {
+    return fail("absurd dimensions " + std::to_string(m.cols) + "x" + std::to_string(m.rows) + " (limit " +
+                std::to_string(options.maxPixels) + " pixels)");
+  }
+  if (m.bitsAllocated != 1 && m.bitsAllocated != 8 && m.bitsAllocated != 16 && m.bitsAllocated != 32) {
+    return fail("unsupported BitsAllocated " + std::to_string(m.bitsAllocated));
+  }
+  if (m.bitsStored <= 0 || m.bitsStored > m.bitsAllocated) {
+    return fail("BitsStored (" + std::to_string(m.bitsStored) + ") must be between 1 and BitsAllocated (" +
+                std::to_string(m.bitsAllocated) + ")");
+  }
+  if (m.samplesPerPixel != 1 && m.samplesPerPixel != 3) {
+    return fail("unsupported SamplesPerPixel " + std::to_string(m.samplesPerPixel));
+  }
+  if (m.photometric.empty())
+    return fail("missing PhotometricInterpretation");
+
+  DcmXfer xfer(ds.getOriginalXfer());
+  if (xfer.isNotEncapsulated()) {
+    // Native pixel data must hold at least the first frame; a shorter value means a truncated or lying
+    // header.
+    DcmElement* element = nullptr;
+    if (ds.findAndGetElement(DCM_PixelData, element).good() && element != nullptr) {
+      const std::size_t frameBits =
+          pixels * static_cast<std::size_t>(m.samplesPerPixel) * static_cast<std::size_t>(m.bitsAllocated);
+      const std::size_t frameBytes = (frameBits + 7) / 8;
+      const std::size_t have = element->getLength();
+      if (have < frameBytes) {
+        return fail("pixel data too short: " + std::to_string(have) + " bytes, one " +
+                    std::to_string(m.cols) + "x" + std::to_string(m.rows) + " frame needs " +
+                    std::to_string(frameBytes));
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+// Copies DicomImage's rendered output into a float image in [0, 1].
+Image renderedToImage(DicomImage& dimg, bool colour) {
+  const int width = static_cast<int>(dimg.getWidth());
+  const int height = static_cast<int>(dimg.getHeight());
+  if (colour) {
+    const auto* rgb = static_cast<const std::uint8_t*>(dimg.getOutputData(8, 0, 0));  // interleaved RGB
+    if (rgb == nullptr)
+      return {};
+    Image out(width, height, 3);
+    for (std::size_t i = 0; i < out.pixels.size(); ++i)
+      out.pixels[i] = rgb[i] * (1.0f / 255.0f);
+    return out;
+  }
+  const auto* grey = static_cast<const std::uint16_t*>(dimg.getOutputData(16, 0, 0));
+  if (grey == nullptr)
+    return {};
+  Image out(width, height, 1);
+  for (std::size_t i = 0; i < out.pixels.size(); ++i)
+    out.pixels[i] = grey[i] * (1.0f / 65535.0f);
+  return out;
+}
+
+DecodeResult decodeFileFormat(DcmFileFormat& file, bool hadPreamble, const DecodeOptions& options) {
+  DcmDataset& ds = *file.getDataset();
+  DicomMetadata metadata = readMetadata(file);
+
+  const bool hasPixels = ds.tagExists(DCM_PixelData);
+  if (!hadPreamble && !hasPixels && metadata.sopClassUid.empty() && !ds.tagExists(DCM_Rows)) {
+    return failure(DecodeOutcome::Failed, "not a DICOM file (no DICM preamble and no DICOM attributes)");
+  }
+  if (!hasPixels) {
+    if (ds.tagExists(DCM_FloatPixelData) || ds.tagExists(DCM_DoubleFloatPixelData)) {
+      return failure(DecodeOutcome::Unsupported, "float pixel data is not supported", metadata);
+    }
+    if (!metadata.sopClassUid.empty() && dcmIsImageStorageSOPClassUID(metadata.sopClassUid.c_str())) {
+      return failure(DecodeOutcome::Failed, "no pixel data in an image object: " + describeSopClass(metadata),
+                     metadata);
+    }
+    return failure(DecodeOutcome::Skipped, "not an image: " + describeSopClass(metadata), metadata);
+  }
+
+  DcmXfer declared(metadata.transferSyntaxUid.c_str());
+  if (declared.getXfer() == EXS_Unknown) {
+    return failure(DecodeOutcome::Unsupported, "unknown transfer syntax " + metadata.transferSyntaxUid,
+                   metadata);
+  }
+  const E_TransferSyntax xfer = ds.getOriginalXfer();
+  switch (xfer) {
+    case EXS_JPEG2000LosslessOnly:
+    case EXS_JPEG2000:
+    case EXS_JPEG2000MulticomponentLosslessOnly:
+    case EXS_JPEG2000Multicomponent:
+      return failure(DecodeOutcome::Unsupported,
+                     std::string(DcmXfer(xfer).getXferName()) + " (" + metadata.transferSyntaxUid +
+                         ") is unsupported here: DCMTK has no JPEG 2000 codec (the Orthanc plugin falls back "
+                         "to Orthanc's own decoder)",
+                     metadata);
+    default:
+      break;
+  }
+  if (DcmXfer(xfer).isEncapsulated() && !DcmCodecList::canChangeCoding(xfer, EXS_LittleEndianExplicit)) {
+    return failure(DecodeOutcome::Unsupported,
+                   std::string("no decoder for ") + DcmXfer(xfer).getXferName() + " (" +
+                       metadata.transferSyntaxUid + ")",
+                   metadata);
+  }
+  if (auto problem = checkPixelDescription(ds, metadata, options))
+    return std::move(*problem);
+
+  DecodeResult result;
+  result.metadata = metadata;
+  DecodeReport& report = result.report;
+  report.framesInFile = metadata.frames;
+  report.rescaleSlope = decimal(ds, DCM_RescaleSlope, 1.0);
+  report.rescaleIntercept = decimal(ds, DCM_RescaleIntercept, 0.0);
+  report.modalityLutSequence = ds.tagExists(DCM_ModalityLUTSequence);
+
+  // Decode only the first frame; partial access spares decompressing the other frames.
+  DicomImage dimg(&ds, xfer, CIF_UsePartialAccessToPixelData, 0, 1);
+  if (dimg.getStatus() != EIS_Normal) {
+    return failure(DecodeOutcome::Failed,
+                   std::string("DCMTK cannot render the pixels: ") + DicomImage::getString(dimg.getStatus()),
+                   metadata);
+  }
+
+  const bool colour = dimg.isMonochrome() == 0;
+  if (colour) {
+    report.windowSource = "colour (none)";
+  } else {
+    if (dimg.getVoiLutCount() > 0 && dimg.setVoiLut(0) != 0) {
+      report.windowSource = "VOI LUT";
+    } else if (dimg.getWindowCount() > 0 && dimg.setWindow(0) != 0) {
+      report.windowSource = "header window";
+    } else {
+      dimg.setHistogramWindow(options.percentileClip);
+      report.windowSource = "percentile window";
+    }
+    dimg.getWindow(report.windowCenter, report.windowWidth);  // fails (leaves 0) for a VOI LUT
+    // DicomImage renders MONOCHROME1 inverted (bright = dense), as a viewer shows it.
+    report.inverted = dimg.getPhotometricInterpretation() == EPI_Monochrome1;
+  }
+
+  Image native = renderedToImage(dimg, colour);
+  if (native.empty()) {
+    return failure(
+        DecodeOutcome::Failed,
+        std::string("DCMTK could not produce output pixels: ") + DicomImage::getString(dimg.getStatus()),
+        metadata);
+  }
+  if (colour && !options.keepColour)
+    native = toGrey(native);
+
+  if (options.size > 0) {
+    Letterboxed boxed = letterbox(native, options.size);
+    result.image = std::move(boxed.image);
+    report.content = boxed.content;
+  } else {
+    report.content = Rect{0, 0, native.width, native.height};
+    result.image = std::move(native);
+  }
+  report.outputWidth = result.image.width;
+  report.outputHeight = result.image.height;
+  result.outcome = DecodeOutcome::Decoded;
+  if (metadata.frames > 1) {
+    result.reason = "multi-frame: used frame 1 of " + std::to_string(metadata.frames);
+  }
+  return result;
+}
+
+}  // namespace
+
+void registerDicomCodecs() {
+  std::call_once(codecsOnce, [] {
+    DJDecoderRegistration::registerCodecs();
+    DJLSDecoderRegistration::registerCodecs();
+    DcmRLEDecoderRegistration::registerCodecs();
+  });
+}
+
+DecodeResult decodeBuffer(const void* data, std::size_t size, const DecodeOptions& options) {
+  try {
+    registerDicomCodecs();
+    if (size == 0)
+      return failure(DecodeOutcome::Failed, "empty file");
+    const auto* bytes = static_cast<const char*>(data);
+    const bool hadPreamble = size >= 132 && std::string_view(bytes + 128, 4) == "DICM";
+
+    DcmInputBufferStream stream;
+    stream.setBuffer(data, static_cast<offile_off_t>(size));
+    stream.setEos();
+    DcmFileFormat file;
+    file.transferInit();
+    const OFCondition status = file.read(stream, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
+    file.transferEnd();
+    if (status.bad()) {
+      // DCMTK says "Invalid stream" both for cut-off files and for bytes that are not DICOM at all; the
+      // preamble and whether parsing ran into the end of the bytes tell the two apart.
+      const std::string detail = std::string(" (DCMTK: ") + status.text() + ")";
+      if (!hadPreamble) {
+        return failure(DecodeOutcome::Failed,
+                       "not a DICOM file: no DICM preamble and no readable data set" + detail);
+      }
+      if (stream.eos() || status == EC_StreamNotifyClient) {
+        return failure(DecodeOutcome::Failed, "truncated DICOM file: data ends inside an element" + detail);
+      }
+      return failure(DecodeOutcome::Failed, "corrupt DICOM file" + detail);
+    }
+    return decodeFileFormat(file, hadPreamble, options);
+  } catch (const std::bad_alloc&) {
+    return failure(DecodeOutcome::Failed, "out of memory while decoding");
+  } catch (const std::exception& e) {
+    return failure(DecodeOutcome::Failed, std::string("decoding error: ") + e.what());
+  }
+}
+
+DecodeResult decodeFile(const std::string& path, const DecodeOptions& options) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in)
+    return failure(DecodeOutcome::Failed, "cannot open " + path);
+  const std::streamoff length = in.tellg();
+  if (length < 0)
+    return failure(DecodeOutcome::Failed, "cannot read " + path);
+  std::vector<char> bytes(static_cast<std::size_t>(length));
+  in.seekg(0);
+  if (length > 0 && !in.read(bytes.data(), length))
+    return failure(DecodeOutcome::Failed, "cannot read " + path);
+  return decodeBuffer(bytes.data(), bytes.size(), options);
+}
+
+}  // namespace comcl::imaging
