@@ -369,17 +369,25 @@ DecodeResult decodeBuffer(const void* data, std::size_t size, const DecodeOption
   }
 }
 
-DecodeResult decodeFile(const std::string& path, const DecodeOptions& options) {
+bool readWholeFile(const std::string& path, std::vector<char>& bytes) {
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in)
-    return failure(DecodeOutcome::Failed, "cannot open " + path);
+    return false;
   const std::streamoff length = in.tellg();
   if (length < 0)
-    return failure(DecodeOutcome::Failed, "cannot read " + path);
-  std::vector<char> bytes(static_cast<std::size_t>(length));
+    return false;
+  std::vector<char> content(static_cast<std::size_t>(length));
   in.seekg(0);
-  if (length > 0 && !in.read(bytes.data(), length))
-    return failure(DecodeOutcome::Failed, "cannot read " + path);
+  if (length > 0 && !in.read(content.data(), length))
+    return false;
+  bytes = std::move(content);
+  return true;
+}
+
+DecodeResult decodeFile(const std::string& path, const DecodeOptions& options) {
+  std::vector<char> bytes;
+  if (!readWholeFile(path, bytes))
+    return failure(DecodeOutcome::Failed, "cannot open or read " + path);
   return decodeBuffer(bytes.data(), bytes.size(), options);
 }
 

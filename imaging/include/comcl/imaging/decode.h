@@ -84,6 +84,9 @@ struct DecodeResult {
 DecodeResult decodeFile(const std::string& path, const DecodeOptions& options = {});
 DecodeResult decodeBuffer(const void* data, std::size_t size, const DecodeOptions& options = {});
 
+// Reads a whole file into `bytes`; false (bytes untouched) when it cannot be opened or read.
+bool readWholeFile(const std::string& path, std::vector<char>& bytes);
+
 // Registers DCMTK's decoders once per process (thread-safe, idempotent); called by the decode functions.
 void registerDicomCodecs();
 

@@ -1,0 +1,57 @@
+// One DICOM object into the index: decode, measure quality, write the normalised image to the cache,
+// then record the instance row (pixels first, row second, so a crash never leaves a row pointing at a torn
+// image). Used by `comcl index` for folders and by the Orthanc plugin for stored instances.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "comcl/imaging/decode.h"
+#include "comcl/storage/image_cache.h"
+#include "comcl/storage/index.h"
+
+namespace comcl::imaging {
+
+// Orthanc's public id of an instance: SHA-1 of "PatientID|StudyInstanceUID|SeriesInstanceUID|SOPInstanceUID"
+// as five dash-separated groups of eight hex digits, so offline and plugin indexes name images alike.
+std::string orthancInstanceId(const std::string& patientId, const std::string& studyUid,
+                              const std::string& seriesUid, const std::string& sopUid);
+// Lower-case hex SHA-1 of bytes.
+std::string sha1Hex(const void* data, std::size_t size);
+
+struct IngestOptions {
+  double percentileClip = 0.005;  // see DecodeOptions
+  bool replaceExisting = false;   // false: an instance already indexed with the same id is left as is
+};
+
+struct IngestOutcome {
+  std::string resourceId;
+  storage::DecodeState state = storage::DecodeState::Failed;
+  std::string reason;
+  std::int64_t instanceId = 0;
+  bool alreadyIndexed = false;  // left unchanged because replaceExisting was false
+  bool replaced = false;        // an earlier row with this id was replaced
+};
+
+class Ingestor {
+ public:
+  // The cache format decides the normalised size and depth. Index and cache must outlive the ingestor.
+  Ingestor(storage::Index& index, storage::ImageCache& cache, IngestOptions options = {});
+
+  // Thread-safe: decoding runs in the calling thread; index and cache serialise their own writes.
+  // `resourceId` is Orthanc's id when known; otherwise it is derived (orthancInstanceId, or "sha1:<file
+  // hash>" when a UID is missing). Never throws for bad DICOM input; storage errors propagate.
+  IngestOutcome ingest(const void* data, std::size_t size, const std::string& source,
+                       std::optional<std::string> resourceId = std::nullopt);
+  IngestOutcome ingestFile(const std::string& path);
+
+ private:
+  storage::Index& index_;
+  storage::ImageCache& cache_;
+  IngestOptions options_;
+};
+
+storage::DecodeState toDecodeState(DecodeOutcome outcome);
+
+}  // namespace comcl::imaging

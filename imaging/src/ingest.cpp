@@ -1,0 +1,182 @@
+#include "comcl/imaging/ingest.h"
+
+#include <array>
+#include <boost/uuid/detail/sha1.hpp>
+#include <cstdio>
+#include <vector>
+
+#include "comcl/imaging/quality.h"
+#include "comcl/storage/cache_key.h"
+
+namespace comcl::imaging {
+
+namespace {
+
+std::array<unsigned int, 5> sha1Words(const void* data, std::size_t size) {
+  boost::uuids::detail::sha1 hasher;
+  hasher.process_bytes(data, size);
+  unsigned int digest[5];
+  hasher.get_digest(digest);
+  return {digest[0], digest[1], digest[2], digest[3], digest[4]};
+}
+
+std::string joinMissing(const std::vector<std::string>& missing) {
+  std::string out;
+  for (const auto& tag : missing) {
+    if (!out.empty())
+      out += "; ";
+    out += "missing " + tag;
+  }
+  return out;
+}
+
+storage::InstanceRecord recordFor(const DecodeResult& decoded, const std::string& resourceId,
+                                  const std::string& source) {
+  const DicomMetadata& m = decoded.metadata;
+  storage::InstanceRecord r;
+  r.resourceId = resourceId;
+  r.source = source;
+  r.sopInstanceUid = m.sopInstanceUid;
+  r.seriesInstanceUid = m.seriesInstanceUid;
+  r.studyInstanceUid = m.studyInstanceUid;
+  r.sopClassUid = m.sopClassUid;
+  r.patientKey = m.patientId;
+  r.studyDate = m.studyDate;
+  r.viewPosition = m.viewPosition;
+  r.laterality = m.laterality;
+  r.modality = m.modality;
+  r.bodyPart = m.bodyPart;
+  r.rows = m.rows;
+  r.cols = m.cols;
+  r.frames = m.frames;
+  r.bitsStored = m.bitsStored;
+  r.transferSyntaxUid = m.transferSyntaxUid;
+  r.photometric = m.photometric;
+  r.decodeState = toDecodeState(decoded.outcome);
+  r.decodeReason = decoded.reason;
+  r.metadataIssues = joinMissing(m.missing);
+  return r;
+}
+
+}  // namespace
+
+std::string orthancInstanceId(const std::string& patientId, const std::string& studyUid,
+                              const std::string& seriesUid, const std::string& sopUid) {
+  const std::string key = patientId + "|" + studyUid + "|" + seriesUid + "|" + sopUid;
+  const auto words = sha1Words(key.data(), key.size());
+  std::string id;
+  char group[9];
+  for (std::size_t i = 0; i < words.size(); ++i) {
+    std::snprintf(group, sizeof group, "%08x", words[i]);
+    if (i > 0)
+      id += '-';
+    id += group;
+  }
+  return id;
+}
+
+std::string sha1Hex(const void* data, std::size_t size) {
+  const auto words = sha1Words(data, size);
+  std::string hex;
+  char group[9];
+  for (unsigned int word : words) {
+    std::snprintf(group, sizeof group, "%08x", word);
+    hex += group;
+  }
+  return hex;
+}
+
+storage::DecodeState toDecodeState(DecodeOutcome outcome) {
+  switch (outcome) {
+    case DecodeOutcome::Decoded:
+      return storage::DecodeState::Decoded;
+    case DecodeOutcome::Skipped:
+      return storage::DecodeState::Skipped;
+    case DecodeOutcome::Unsupported:
+      return storage::DecodeState::Unsupported;
+    case DecodeOutcome::Failed:
+      return storage::DecodeState::Failed;
+  }
+  return storage::DecodeState::Failed;
+}
+
+Ingestor::Ingestor(storage::Index& index, storage::ImageCache& cache, IngestOptions options)
+    : index_(index), cache_(cache), options_(options) {}
+
+IngestOutcome Ingestor::ingest(const void* data, std::size_t size, const std::string& source,
+                               std::optional<std::string> resourceId) {
+  DecodeOptions decodeOptions;
+  decodeOptions.size = cache_.format().size;
+  decodeOptions.keepColour = false;  // the cache holds single-channel images; colour becomes luminance
+  decodeOptions.percentileClip = options_.percentileClip;
+  const DecodeResult decoded = decodeBuffer(data, size, decodeOptions);
+  const DicomMetadata& m = decoded.metadata;
+
+  IngestOutcome outcome;
+  if (resourceId) {
+    outcome.resourceId = *resourceId;
+  } else if (!m.studyInstanceUid.empty() && !m.seriesInstanceUid.empty() && !m.sopInstanceUid.empty()) {
+    outcome.resourceId = orthancInstanceId(m.patientId.value_or(""), m.studyInstanceUid, m.seriesInstanceUid,
+                                           m.sopInstanceUid);
+  } else {
+    outcome.resourceId = "sha1:" + sha1Hex(data, size);
+  }
+  outcome.state = toDecodeState(decoded.outcome);
+  outcome.reason = decoded.reason;
+
+  const std::optional<storage::InstanceRecord> existing = index_.findInstance(outcome.resourceId);
+  if (existing && !options_.replaceExisting) {
+    outcome.alreadyIndexed = true;
+    outcome.instanceId = existing->id;
+    return outcome;
+  }
+  outcome.replaced = existing.has_value();
+
+  storage::InstanceRecord record = recordFor(decoded, outcome.resourceId, source);
+  std::optional<QualityMetrics> quality;
+  if (decoded.outcome == DecodeOutcome::Decoded) {
+    const std::int64_t slot = index_.reserveCacheSlot();
+    try {
+      const std::vector<std::uint8_t> bytes = quantise(decoded.image, cache_.format().bitsPerSample);
+      cache_.write(slot, storage::cacheKey(outcome.resourceId), bytes.data());
+    } catch (...) {
+      index_.releaseCacheSlot(slot);
+      throw;
+    }
+    record.cacheSlot = slot;
+    const Rect& c = decoded.report.content;
+    record.contentX = c.x;
+    record.contentY = c.y;
+    record.contentWidth = c.width;
+    record.contentHeight = c.height;
+    quality = measureQuality(decoded.image, c);
+  }
+
+  outcome.instanceId = index_.upsertInstance(record);
+  if (quality) {
+    storage::QualityRecord q;
+    q.instanceId = outcome.instanceId;
+    q.sharpness = quality->sharpness;
+    q.noise = quality->noise;
+    q.contrast = quality->contrast;
+    q.clipLow = quality->clipLow;
+    q.clipHigh = quality->clipHigh;
+    q.dynamicRange = quality->dynamicRange;
+    q.meanIntensity = quality->meanIntensity;
+    index_.putQuality(q);
+  }
+  return outcome;
+}
+
+IngestOutcome Ingestor::ingestFile(const std::string& path) {
+  std::vector<char> bytes;
+  if (!readWholeFile(path, bytes)) {
+    IngestOutcome unreadable;
+    unreadable.resourceId = "file:" + path;
+    unreadable.reason = "cannot open or read " + path;
+    return unreadable;
+  }
+  return ingest(bytes.data(), bytes.size(), path);
+}
+
+}  // namespace comcl::imaging
