@@ -1,0 +1,120 @@
+// The ingest step: decode -> cache -> index row -> quality, on real and built DICOM objects.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "comcl/imaging/ingest.h"
+#include "comcl/storage/cache_key.h"
+#include "test_dicom.h"
+
+namespace comcl::imaging {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::TempDir;
+
+const fs::path kMhhFile = fs::path(COMCL_SHARED_DATA) / "mhh_covid_cxr/dicom/024e7871/fff13f3a.dcm";
+
+TEST(OrthancId, MatchesTheIdOrthancGaveARealInstance) {
+  // Orthanc 1.10.1 answered POST /instances for kMhhFile with this ID.
+  EXPECT_EQ(orthancInstanceId("024e7871", "2.25.108836628660859187827393497308042011800",
+                              "2.25.229210213928276410606486240053332048715",
+                              "2.25.89100974200657463625242167417276686712"),
+            "18f8c405-03ca58af-9bc8f4f2-42df3fe2-e88a19e6");
+}
+
+TEST(OrthancId, Sha1OfKnownInput) {
+  EXPECT_EQ(sha1Hex("abc", 3), "a9993e364706816aba3e25717850c26c9cd0d89d");  // FIPS 180-1 test vector
+}
+
+class IngestTest : public ::testing::Test {
+ protected:
+  TempDir dir_;
+  storage::Index index_{dir_.file("index.sqlite")};
+  storage::ImageCache cache_{dir_.file("images.bin"), storage::CacheFormat{64, 8}};
+};
+
+TEST_F(IngestTest, RealImageGetsARowAVerifiedCacheSlotAndQuality) {
+  if (!fs::exists(kMhhFile)) GTEST_SKIP() << "missing " << kMhhFile;
+  Ingestor ingestor(index_, cache_);
+  IngestOutcome o = ingestor.ingestFile(kMhhFile.string());
+  ASSERT_EQ(o.state, storage::DecodeState::Decoded) << o.reason;
+  EXPECT_EQ(o.resourceId, "18f8c405-03ca58af-9bc8f4f2-42df3fe2-e88a19e6");
+
+  auto row = index_.findInstance(o.resourceId);
+  ASSERT_TRUE(row.has_value());
+  EXPECT_EQ(row->patientKey.value_or(""), "024e7871");
+  EXPECT_EQ(row->viewPosition.value_or(""), "PA");
+  EXPECT_EQ(row->source, kMhhFile.string());
+  ASSERT_TRUE(row->cacheSlot.has_value());
+  EXPECT_EQ(std::max(row->contentWidth, row->contentHeight), 64);
+
+  // The cached pixels are the decoded, letterboxed, quantised image.
+  std::vector<std::uint8_t> cached(cache_.imageBytes());
+  cache_.read(*row->cacheSlot, storage::cacheKey(o.resourceId), cached.data());
+  DecodeOptions options;
+  options.size = 64;
+  options.keepColour = false;
+  EXPECT_EQ(cached, quantise(decodeFile(kMhhFile.string(), options).image, 8));
+
+  auto quality = index_.quality(o.instanceId);
+  ASSERT_TRUE(quality.has_value());
+  EXPECT_GT(quality->sharpness, 0);
+  EXPECT_GT(quality->contrast, 0.05);
+}
+
+TEST_F(IngestTest, SecondIngestLeavesTheRowUnlessReplacing) {
+  auto bytes = testing::toBytes(*testing::makeImage({}));
+  Ingestor keep(index_, cache_);
+  IngestOutcome first = keep.ingest(bytes.data(), bytes.size(), "a.dcm");
+  IngestOutcome again = keep.ingest(bytes.data(), bytes.size(), "a.dcm");
+  EXPECT_FALSE(first.alreadyIndexed);
+  EXPECT_TRUE(again.alreadyIndexed);
+  EXPECT_EQ(again.instanceId, first.instanceId);
+  const auto slotBefore = index_.findInstance(first.resourceId)->cacheSlot;
+
+  IngestOptions replace;
+  replace.replaceExisting = true;
+  Ingestor replacing(index_, cache_, replace);
+  IngestOutcome replaced = replacing.ingest(bytes.data(), bytes.size(), "a.dcm");
+  EXPECT_TRUE(replaced.replaced);
+  const auto slotAfter = index_.findInstance(first.resourceId)->cacheSlot;
+  ASSERT_TRUE(slotAfter.has_value());
+  EXPECT_NE(slotAfter, slotBefore) << "a referenced slot must never be overwritten";
+  EXPECT_EQ(index_.instanceCount(), 1);
+}
+
+TEST_F(IngestTest, BadInputIsRecordedWithItsReasonAndNoCacheSlot) {
+  Ingestor ingestor(index_, cache_);
+  const std::string text = "not a dicom file";
+  IngestOutcome o = ingestor.ingest(text.data(), text.size(), "notes.txt");
+  EXPECT_EQ(o.state, storage::DecodeState::Failed);
+  EXPECT_EQ(o.resourceId.rfind("sha1:", 0), 0u);
+  auto row = index_.findInstance(o.resourceId);
+  ASSERT_TRUE(row.has_value());
+  EXPECT_NE(row->decodeReason.find("not a DICOM file"), std::string::npos) << row->decodeReason;
+  EXPECT_FALSE(row->cacheSlot.has_value());
+  EXPECT_FALSE(index_.quality(o.instanceId).has_value());
+
+  auto sr = testing::toBytes(*testing::makeNonImage("1.2.840.10008.5.1.4.1.1.88.11"));
+  IngestOutcome skipped = ingestor.ingest(sr.data(), sr.size(), "report.dcm");
+  EXPECT_EQ(skipped.state, storage::DecodeState::Skipped);
+  EXPECT_EQ(skipped.resourceId.size(), 44u) << "UIDs present: Orthanc-style id";
+}
+
+TEST_F(IngestTest, MissingMetadataIsRecorded) {
+  testing::TestImageSpec spec;
+  spec.withPatientId = false;
+  spec.withViewPosition = false;
+  auto bytes = testing::toBytes(*testing::makeImage(spec));
+  Ingestor ingestor(index_, cache_);
+  IngestOutcome o = ingestor.ingest(bytes.data(), bytes.size(), "x.dcm");
+  ASSERT_EQ(o.state, storage::DecodeState::Decoded) << o.reason;
+  auto row = index_.findInstance(o.resourceId);
+  EXPECT_FALSE(row->patientKey.has_value());
+  EXPECT_NE(row->metadataIssues.find("missing PatientID"), std::string::npos) << row->metadataIssues;
+  EXPECT_NE(row->metadataIssues.find("missing ViewPosition"), std::string::npos) << row->metadataIssues;
+}
+
+}  // namespace
+}  // namespace comcl::imaging
