@@ -1,6 +1,7 @@
 // In-memory images shared by the imaging code: float samples in [0, 1], interleaved channels.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -16,7 +17,9 @@ struct Image {
   Image(int w, int h, int c = 1)
       : width(w), height(h), channels(c), pixels(static_cast<std::size_t>(w) * h * c, 0.0f) {}
   bool empty() const { return pixels.empty(); }
-  float& at(int x, int y, int c = 0) { return pixels[(static_cast<std::size_t>(y) * width + x) * channels + c]; }
+  float& at(int x, int y, int c = 0) {
+    return pixels[(static_cast<std::size_t>(y) * width + x) * channels + c];
+  }
   float at(int x, int y, int c = 0) const {
     return pixels[(static_cast<std::size_t>(y) * width + x) * channels + c];
   }
@@ -34,8 +37,12 @@ struct Rect {
 Image toGrey(const Image& image);
 
 // Quantises [0, 1] samples to 8-bit (0..255) or 16-bit (0..65535) little-endian bytes, rounding to nearest.
+// Samples outside [0, 1] are clamped (NaN becomes 0); all channels are written, interleaved.
+// Throws std::invalid_argument unless bitsPerSample is 8 or 16.
 std::vector<std::uint8_t> quantise(const Image& image, int bitsPerSample);
 // The inverse of quantise() for a single-channel image.
 Image dequantise(const std::uint8_t* bytes, int width, int height, int bitsPerSample);
+// The inverse of quantise() for interleaved samples with `channels` channels.
+Image dequantise(const std::uint8_t* bytes, int width, int height, int bitsPerSample, int channels);
 
 }  // namespace comcl::imaging
