@@ -17,7 +17,9 @@ struct QualityMetrics {
 };
 
 // Metrics of a single-channel image (an RGB image is converted to luminance first) inside `content`;
-// an empty rectangle means the whole image. Images smaller than 3x3 give all-zero metrics.
+// an empty rectangle means the whole image and a rectangle reaching outside the image is clipped to it.
+// Images (or clipped rectangles) smaller than 3x3 give all-zero metrics. Throws std::invalid_argument for
+// a pixel buffer that does not match the size or a channel count other than 1 or 3.
 QualityMetrics measureQuality(const Image& image, Rect content = {});
 
 }  // namespace comcl::imaging
