@@ -8,8 +8,11 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "comcl/storage/sqlite.h"
@@ -26,9 +29,9 @@ std::string_view toString(DecodeState state);
 DecodeState decodeStateFromString(std::string_view text);  // throws std::invalid_argument
 
 struct InstanceRecord {
-  std::int64_t id = 0;      // row id, set by the index
-  std::string resourceId;   // Orthanc public id, or "sha1:<hex of file bytes>" for files without UIDs
-  std::string source;       // file path for offline indexing, "orthanc" for the plugin
+  std::int64_t id = 0;     // row id, set by the index
+  std::string resourceId;  // Orthanc public id, or "sha1:<hex of file bytes>" for files without UIDs
+  std::string source;      // file path for offline indexing, "orthanc" for the plugin
   std::string sopInstanceUid;
   std::string seriesInstanceUid;
   std::string studyInstanceUid;
@@ -58,13 +61,13 @@ struct InstanceRecord {
 
 struct QualityRecord {
   std::int64_t instanceId = 0;
-  double sharpness = 0;      // variance of the Laplacian, intensities on a 0..255 scale
-  double noise = 0;          // estimated noise standard deviation, 0..255 scale
-  double contrast = 0;       // RMS contrast (standard deviation), 0..1
-  double clipLow = 0;        // fraction of pixels at the black extreme
-  double clipHigh = 0;       // fraction of pixels at the white extreme
-  double dynamicRange = 0;   // spread between the 1st and 99th percentile, 0..1
-  double meanIntensity = 0;  // 0..1
+  double sharpness = 0;             // variance of the Laplacian, intensities on a 0..255 scale
+  double noise = 0;                 // estimated noise standard deviation, 0..255 scale
+  double contrast = 0;              // RMS contrast (standard deviation), 0..1
+  double clipLow = 0;               // fraction of pixels at the black extreme
+  double clipHigh = 0;              // fraction of pixels at the white extreme
+  double dynamicRange = 0;          // spread between the 1st and 99th percentile, 0..1
+  double meanIntensity = 0;         // 0..1
   std::optional<std::string> flag;  // good / usable / reject (set by the plugin's thresholds)
   std::string reasons;              // "; "-separated
 };
@@ -106,41 +109,56 @@ struct TrainingRunRecord {
 };
 
 struct IndexSummary {
-  std::int64_t files = 0;      // instance rows
-  std::int64_t images = 0;     // decoded
-  std::int64_t patients = 0;   // distinct patient keys among decoded images
+  // Counts over all rows unless marked "decoded": patients/studies/series/views/modalities count decoded
+  // images only; empty UIDs and missing patient keys are not counted as a patient/study/series.
+  std::int64_t files = 0;     // instance rows
+  std::int64_t images = 0;    // decoded
+  std::int64_t patients = 0;  // distinct patient keys among decoded images
   std::int64_t studies = 0;
   std::int64_t series = 0;
   std::map<std::string, std::int64_t> byState;         // decode state -> count
   std::map<std::string, std::int64_t> views;           // view position of decoded images ("" = missing)
-  std::map<std::string, std::int64_t> modalities;
+  std::map<std::string, std::int64_t> modalities;      // modality of decoded images ("" = missing)
   std::map<std::string, std::int64_t> problemReasons;  // reason of skipped/unsupported/failed -> count
-  std::map<std::string, std::int64_t> metadataIssues;  // each issue -> count
+  std::map<std::string, std::int64_t> metadataIssues;  // each "; "-separated issue of any row -> count
 };
 
 class Index {
  public:
   // Opens or creates the database at `path` (WAL mode) and migrates it to the current schema.
+  // Throws DatabaseError when the file is not a database or has a newer schema than this build knows.
   explicit Index(const std::string& path);
+  ~Index();
+  Index(const Index&) = delete;
+  Index& operator=(const Index&) = delete;
 
   // --- instances
-  // Inserts or replaces the row with the same resourceId; returns its row id. When the row had another
-  // cache slot, that slot is released for reuse.
+  // Inserts or replaces the row with the same resourceId; returns its row id. A replaced row keeps its id
+  // (and so its quality, predictions and cache key) and takes every other field from `record`. When the
+  // row had another cache slot, that slot is released for reuse. A record's cache slot must not be held by
+  // another row (DatabaseError); taking a freed or reserved slot removes it from the free list.
   std::int64_t upsertInstance(const InstanceRecord& record);
   // Same for many rows in one transaction; returns the row ids in order.
   std::vector<std::int64_t> upsertInstances(const std::vector<InstanceRecord>& records);
   std::optional<InstanceRecord> findInstance(std::string_view resourceId);
   std::optional<InstanceRecord> instanceById(std::int64_t id);
+  // Rows in id order.
   std::vector<InstanceRecord> instancesOfPatient(std::string_view patientKey);
   std::vector<InstanceRecord> instancesOfStudy(std::string_view studyInstanceUid);
+  // Points an existing row at `slot` (or none), freeing its previous slot as upsertInstance does; for the
+  // ingest order "insert row -> write cache under the row id -> attach slot". Returns false if no such row.
+  bool setCacheSlot(std::int64_t instanceId, std::optional<std::int64_t> slot);
   // Removes the row and what hangs off it (quality, predictions); its cache slot becomes reusable.
   bool removeInstance(std::string_view resourceId);
   std::int64_t instanceCount();
   IndexSummary summary();
 
   // --- image cache slots: a reserved slot is never handed out twice, and freed slots are reused.
+  // Hands out the lowest freed slot, else one past every slot in use, freed or reserved in this process.
   std::int64_t reserveCacheSlot();
-  void releaseCacheSlot(std::int64_t slot);  // for a reserved slot that will not be used
+  // For a reserved slot that will not be used: it goes back to the (persisted) free list. Throws
+  // std::logic_error if a row refers to the slot.
+  void releaseCacheSlot(std::int64_t slot);
 
   // --- quality
   void putQuality(const QualityRecord& record);
@@ -155,16 +173,23 @@ class Index {
   std::vector<PredictionRecord> predictions(std::int64_t instanceId);
 
   // --- patient-level split ("train" / "val" / "test"), fixed once assigned
+  // Assigning the same split again is a no-op (the first seed stays); another split throws std::logic_error;
+  // an unknown split name or empty key throws std::invalid_argument.
   void assignSplit(std::string_view patientKey, std::string_view split, std::int64_t seed);
+  // Many at once, all or nothing, in one transaction (pairs of patient key and split).
+  void assignSplits(const std::vector<std::pair<std::string, std::string>>& patientSplits, std::int64_t seed);
   std::optional<std::string> splitOf(std::string_view patientKey);
+  std::map<std::string, std::string> splits();  // patient key -> split
 
   // --- model registry and training runs
   void putModelVersion(const ModelVersionRecord& record);
   std::optional<ModelVersionRecord> modelVersion(int version);
-  std::vector<ModelVersionRecord> modelVersions();
+  std::vector<ModelVersionRecord> modelVersions();  // by version
+  // createdAt/startedAt default to now (ISO-8601 UTC) when empty. record.id is ignored on insert.
   std::int64_t insertTrainingRun(const TrainingRunRecord& record);
-  void updateTrainingRun(const TrainingRunRecord& record);
+  void updateTrainingRun(const TrainingRunRecord& record);  // throws DatabaseError for an unknown id
   std::optional<TrainingRunRecord> trainingRun(std::int64_t id);
+  std::vector<TrainingRunRecord> trainingRuns();  // by id
 
   // --- change cursor (last Orthanc change processed) and small named values (e.g. the active model)
   std::optional<std::int64_t> cursor(std::string_view name);
@@ -175,12 +200,26 @@ class Index {
   Connection& connection() { return connection_; }  // for tests and migrations; not thread-safe
 
  private:
-  std::int64_t upsertLocked(const InstanceRecord& record);
+  // Slot changes made inside a transaction, applied to the in-memory lists only after it commits.
+  struct SlotEvent {
+    std::int64_t slot;
+    bool freed;  // true: went to the free list; false: taken by a row
+  };
+  std::int64_t upsertLocked(const InstanceRecord& record, std::vector<SlotEvent>& events);
+  void changeSlotLocked(std::optional<std::int64_t> oldSlot, std::optional<std::int64_t> newSlot,
+                        std::vector<SlotEvent>& events);
+  void applySlotEvents(const std::vector<SlotEvent>& events);
+  void assignSplitLocked(std::string_view patientKey, std::string_view split, std::int64_t seed);
+  std::vector<InstanceRecord> instancesWhere(const std::string& sql, std::string_view value);
+  // Prepared once and kept; `sql` must outlive the index (string literals, static strings).
+  Statement& cached(std::string_view sql);
 
   std::mutex mutex_;
   Connection connection_;
+  std::unordered_map<std::string_view, Statement> statements_;  // after connection_: finalised first
   std::int64_t nextSlot_ = 0;
-  std::vector<std::int64_t> freeSlots_;
+  std::set<std::int64_t> freeSlots_;
+  std::set<std::int64_t> reserved_;
 };
 
 }  // namespace comcl::storage

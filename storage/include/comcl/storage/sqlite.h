@@ -1,5 +1,6 @@
 // RAII wrappers around SQLite: one connection, prepared statements, transactions.
 // Every error becomes a comcl::storage::DatabaseError carrying SQLite's message and the statement.
+// A Connection and its statements are not thread-safe: use them from one thread at a time (Index does).
 #pragma once
 
 #include <cstdint>
