@@ -22,8 +22,8 @@ class CacheError : public std::runtime_error {
 };
 
 struct CacheFormat {
-  int size = 256;          // images are size x size pixels
-  int bitsPerSample = 8;   // 8 or 16
+  int size = 256;         // images are size x size pixels
+  int bitsPerSample = 8;  // 8 or 16
   std::size_t imageBytes() const {
     return static_cast<std::size_t>(size) * static_cast<std::size_t>(size) * (bitsPerSample == 16 ? 2u : 1u);
   }
@@ -43,7 +43,7 @@ class ImageCache {
   std::size_t imageBytes() const { return format_.imageBytes(); }
   std::size_t slotStride() const { return stride_; }
   const std::string& path() const { return path_; }
-  // Number of slots the file has room for (written or not).
+  // Number of complete slots the file has room for (written or not); a torn last slot is not counted.
   std::int64_t slotCount() const;
 
   // Writes `imageBytes()` bytes of pixels into `slot` under `key` (the index row id). Thread-safe.
@@ -51,11 +51,14 @@ class ImageCache {
   // Makes every completed write durable (fdatasync).
   void flush();
 
-  // Copies one verified image into dst (imageBytes() bytes). Throws CacheError if the slot was never
-  // written, holds another key, or fails its checksum.
+  // Copies one verified image into dst (imageBytes() bytes). Throws CacheError naming the slot if it was
+  // never written, lies beyond the end of the file (e.g. a torn append), holds another key, or fails its
+  // checksum.
   void read(std::int64_t slot, std::uint64_t key, void* dst) const;
-  // Copies N verified images into dst (N * imageBytes() bytes), in the order given, straight from the mapping.
-  void readBatch(const std::vector<std::int64_t>& slots, const std::vector<std::uint64_t>& keys, void* dst) const;
+  // Copies N verified images into dst (N * imageBytes() bytes), in the order given, straight from the
+  // mapping.
+  void readBatch(const std::vector<std::int64_t>& slots, const std::vector<std::uint64_t>& keys,
+                 void* dst) const;
 
  private:
   const std::uint8_t* mappedSlot(std::int64_t slot) const;  // caller holds mapMutex_ (shared)
