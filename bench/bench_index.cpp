@@ -204,26 +204,34 @@ int main(int argc, char** argv) {
                 static_cast<double>(fileSize(path + "-wal")) / (1 << 20));
     std::fflush(stdout);
 
-    benchmark::RegisterBenchmark("instancesOfPatient/1M", [&](benchmark::State& state) {
-      queryBenchmark(state, index, corpus.patients, &Index::instancesOfPatient);
-    })->Unit(benchmark::kMicrosecond);
-    benchmark::RegisterBenchmark("instancesOfStudy/1M", [&](benchmark::State& state) {
-      queryBenchmark(state, index, corpus.studies, &Index::instancesOfStudy);
-    })->Unit(benchmark::kMicrosecond);
-    benchmark::RegisterBenchmark("findInstance/1M", [&](benchmark::State& state) {
-      // Point lookups by a resource id that exists (the ids are random, so re-derive a few by query).
-      std::vector<std::string> ids;
-      for (std::size_t i = 0; i < corpus.studies.size(); i += corpus.studies.size() / 1000 + 1) {
-        for (const auto& r : index.instancesOfStudy(corpus.studies[i])) {
-          ids.push_back(r.resourceId);
-        }
-      }
-      std::mt19937_64 random(11);
-      std::uniform_int_distribution<std::size_t> pick(0, ids.size() - 1);
-      for (auto _ : state) {
-        benchmark::DoNotOptimize(index.findInstance(ids[pick(random)]));
-      }
-    })->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark(("instancesOfPatient/rows:" + std::to_string(corpus.rows)).c_str(),
+                                 [&](benchmark::State& state) {
+                                   queryBenchmark(state, index, corpus.patients, &Index::instancesOfPatient);
+                                 })
+        ->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark(("instancesOfStudy/rows:" + std::to_string(corpus.rows)).c_str(),
+                                 [&](benchmark::State& state) {
+                                   queryBenchmark(state, index, corpus.studies, &Index::instancesOfStudy);
+                                 })
+        ->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark(("findInstance/rows:" + std::to_string(corpus.rows)).c_str(),
+                                 [&](benchmark::State& state) {
+                                   // Point lookups by a resource id that exists (the ids are random, so
+                                   // re-derive a few by query).
+                                   std::vector<std::string> ids;
+                                   for (std::size_t i = 0; i < corpus.studies.size();
+                                        i += corpus.studies.size() / 1000 + 1) {
+                                     for (const auto& r : index.instancesOfStudy(corpus.studies[i])) {
+                                       ids.push_back(r.resourceId);
+                                     }
+                                   }
+                                   std::mt19937_64 random(11);
+                                   std::uniform_int_distribution<std::size_t> pick(0, ids.size() - 1);
+                                   for (auto _ : state) {
+                                     benchmark::DoNotOptimize(index.findInstance(ids[pick(random)]));
+                                   }
+                                 })
+        ->Unit(benchmark::kMicrosecond);
     benchmark::RunSpecifiedBenchmarks();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_index: %s\n", e.what());
