@@ -46,7 +46,9 @@ class ImageCache {
   // Number of complete slots the file has room for (written or not); a torn last slot is not counted.
   std::int64_t slotCount() const;
 
-  // Writes `imageBytes()` bytes of pixels into `slot` under `key` (the index row id). Thread-safe.
+  // Writes `imageBytes()` bytes of pixels into `slot` under `key` (storage::cacheKey(resourceId), see
+  // cache_key.h). Thread-safe. Call flush() before the index refers to the slot, so that a crash can never
+  // leave a committed row pointing at pixels that did not reach the disk.
   void write(std::int64_t slot, std::uint64_t key, const void* pixels);
   // Makes every completed write durable (fdatasync).
   void flush();

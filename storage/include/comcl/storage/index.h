@@ -134,7 +134,7 @@ class Index {
 
   // --- instances
   // Inserts or replaces the row with the same resourceId; returns its row id. A replaced row keeps its id
-  // (and so its quality, predictions and cache key) and takes every other field from `record`. When the
+  // (and so its quality and predictions) and takes every other field from `record`. When the
   // row had another cache slot, that slot is released for reuse. A record's cache slot must not be held by
   // another row (DatabaseError); taking a freed or reserved slot removes it from the free list.
   std::int64_t upsertInstance(const InstanceRecord& record);
@@ -145,8 +145,8 @@ class Index {
   // Rows in id order.
   std::vector<InstanceRecord> instancesOfPatient(std::string_view patientKey);
   std::vector<InstanceRecord> instancesOfStudy(std::string_view studyInstanceUid);
-  // Points an existing row at `slot` (or none), freeing its previous slot as upsertInstance does; for the
-  // ingest order "insert row -> write cache under the row id -> attach slot". Returns false if no such row.
+  // Points an existing row at `slot` (or none), freeing its previous slot as upsertInstance does (e.g. to
+  // attach pixels cached after the row was written). Returns false if there is no such row.
   bool setCacheSlot(std::int64_t instanceId, std::optional<std::int64_t> slot);
   // Removes the row and what hangs off it (quality, predictions); its cache slot becomes reusable.
   bool removeInstance(std::string_view resourceId);
