@@ -139,6 +139,7 @@ IngestOutcome Ingestor::ingest(const void* data, std::size_t size, const std::st
     try {
       const std::vector<std::uint8_t> bytes = quantise(decoded.image, cache_.format().bitsPerSample);
       cache_.write(slot, storage::cacheKey(outcome.resourceId), bytes.data());
+      cache_.flush();  // the pixels are durable before the row that refers to them commits
     } catch (...) {
       index_.releaseCacheSlot(slot);
       throw;

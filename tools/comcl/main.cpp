@@ -298,9 +298,16 @@ int main(int argc, char** argv) {
   synth->add_option("--degraded-fraction", synthOptions.degradedFraction, "Share of degraded images")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1.0));
-  synth->add_option("--encodings", synthEncodings, "Encodings to cycle through (e.g. mono2-uint16,rle)")
+  synth
+      ->add_option(
+          "--encodings", synthEncodings,
+          "Encodings to draw from: Mono2Uint16, Mono1Uint16, Mono2Uint8, Mono2Int16Rescale, BigEndian, "
+          "Deflate, JpegLossless, JpegLsLossless, Rle, JpegBaseline")
       ->delimiter(',');
-  synth->add_option("--degradations", synthDegradations, "Degradations to draw from (e.g. blur,noise)")
+  synth
+      ->add_option("--degradations", synthDegradations,
+                   "Degradations to draw from: Blur, Noise, Underexposed, Overexposed, LowResolution, "
+                   "JpegArtefacts")
       ->delimiter(',');
   synth->add_flag("--no-lateral", noLateral, "Frontal views only");
 
