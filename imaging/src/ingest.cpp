@@ -125,7 +125,11 @@ IngestOutcome Ingestor::ingest(const void* data, std::size_t size, const std::st
   outcome.reason = decoded.reason;
 
   const std::optional<storage::InstanceRecord> existing = index_.findInstance(outcome.resourceId);
-  if (existing && !options_.replaceExisting) {
+  // Copies of one instance share its id (e.g. a JPEG 2000 and an uncompressed copy): a copy that decodes
+  // replaces a record that did not, never the other way round.
+  const bool upgrades = existing && existing->decodeState != storage::DecodeState::Decoded &&
+                        decoded.outcome == DecodeOutcome::Decoded;
+  if (existing && !options_.replaceExisting && !upgrades) {
     outcome.alreadyIndexed = true;
     outcome.instanceId = existing->id;
     return outcome;

@@ -1,9 +1,12 @@
 // The ingest step: decode -> cache -> index row -> quality, on real and built DICOM objects.
+#include "comcl/imaging/ingest.h"
+
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
 
-#include "comcl/imaging/ingest.h"
 #include "comcl/storage/cache_key.h"
 #include "test_dicom.h"
 
@@ -35,7 +38,8 @@ class IngestTest : public ::testing::Test {
 };
 
 TEST_F(IngestTest, RealImageGetsARowAVerifiedCacheSlotAndQuality) {
-  if (!fs::exists(kMhhFile)) GTEST_SKIP() << "missing " << kMhhFile;
+  if (!fs::exists(kMhhFile))
+    GTEST_SKIP() << "missing " << kMhhFile;
   Ingestor ingestor(index_, cache_);
   IngestOutcome o = ingestor.ingestFile(kMhhFile.string());
   ASSERT_EQ(o.state, storage::DecodeState::Decoded) << o.reason;
@@ -82,6 +86,28 @@ TEST_F(IngestTest, SecondIngestLeavesTheRowUnlessReplacing) {
   ASSERT_TRUE(slotAfter.has_value());
   EXPECT_NE(slotAfter, slotBefore) << "a referenced slot must never be overwritten";
   EXPECT_EQ(index_.instanceCount(), 1);
+}
+
+TEST_F(IngestTest, ADecodableCopyReplacesAnUndecodableOneButNotTheReverse) {
+  testing::TestImageSpec spec;
+  auto file = testing::makeImage(spec);
+  auto good = testing::toBytes(*file);
+  file->getDataset()->putAndInsertUint16(DCM_BitsStored, 20);  // same UIDs, undecodable
+  auto bad = testing::toBytes(*file);
+  Ingestor ingestor(index_, cache_);
+
+  IngestOutcome first = ingestor.ingest(bad.data(), bad.size(), "bad.dcm");
+  ASSERT_EQ(first.state, storage::DecodeState::Failed);
+  IngestOutcome second = ingestor.ingest(good.data(), good.size(), "good.dcm");
+  EXPECT_EQ(second.resourceId, first.resourceId);
+  EXPECT_TRUE(second.replaced);
+  EXPECT_EQ(index_.findInstance(first.resourceId)->decodeState, storage::DecodeState::Decoded);
+
+  IngestOutcome third = ingestor.ingest(bad.data(), bad.size(), "bad.dcm");
+  EXPECT_TRUE(third.alreadyIndexed);
+  auto row = index_.findInstance(first.resourceId);
+  EXPECT_EQ(row->decodeState, storage::DecodeState::Decoded);
+  EXPECT_EQ(row->source, "good.dcm");
 }
 
 TEST_F(IngestTest, BadInputIsRecordedWithItsReasonAndNoCacheSlot) {

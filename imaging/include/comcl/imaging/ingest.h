@@ -22,7 +22,8 @@ std::string sha1Hex(const void* data, std::size_t size);
 
 struct IngestOptions {
   double percentileClip = 0.005;  // see DecodeOptions
-  bool replaceExisting = false;   // false: an instance already indexed with the same id is left as is
+  // false: an instance already indexed with the same id is left as is, unless only the new copy decodes
+  bool replaceExisting = false;
 };
 
 struct IngestOutcome {
