@@ -3,8 +3,11 @@
 // frame, modality LUT, VOI window (header, else percentile), MONOCHROME1 inversion, letterbox to the cache
 // size with an anti-aliased filter, quantise, write into the memory-mapped image cache.
 //
-// usage: bench_decode --size 256 --passes 3 --cache /tmp/x.images FILE...
+// usage: bench_decode [--size 256] [--passes 3] [--cache /tmp/x.images] [--default-allocator] FILE...
 // prints one JSON object per pass and a summary line with the best pass.
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/oflog/oflog.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -13,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "comcl/imaging/batch_allocator.h"
+#include "comcl/imaging/codecs.h"
 #include "comcl/imaging/decode.h"
 #include "comcl/storage/cache_key.h"
 #include "comcl/storage/image_cache.h"
@@ -23,6 +28,7 @@ int main(int argc, char** argv) {
   int size = 256;
   int passes = 3;
   std::string cachePath = "/tmp/comcl-bench-decode.images";
+  bool defaultAllocator = false;
   std::vector<std::string> files;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -30,6 +36,8 @@ int main(int argc, char** argv) {
       size = std::stoi(argv[++i]);
     } else if (arg == "--passes" && i + 1 < argc) {
       passes = std::stoi(argv[++i]);
+    } else if (arg == "--default-allocator") {
+      defaultAllocator = true;
     } else if (arg == "--cache" && i + 1 < argc) {
       cachePath = argv[++i];
     } else {
@@ -45,7 +53,11 @@ int main(int argc, char** argv) {
   imaging::DecodeOptions options;
   options.size = size;
   options.keepColour = false;
-  imaging::registerDicomCodecs();
+  imaging::registerDicomDecoders();
+  // As the comcl tool does; --default-allocator measures glibc's defaults instead.
+  if (!defaultAllocator)
+    imaging::tuneAllocatorForBatchDecoding();
+  OFLog::configure(OFLogger::OFF_LOG_LEVEL);  // as in the comcl tool: outcomes carry the reasons
 
   double best = 0;
   for (int pass = 0; pass < passes; ++pass) {
@@ -53,12 +65,7 @@ int main(int argc, char** argv) {
     double megapixels = 0;
     const auto start = std::chrono::steady_clock::now();
     for (std::size_t i = 0; i < files.size(); ++i) {
-      std::vector<char> bytes;
-      if (!imaging::readWholeFile(files[i], bytes)) {
-        ++skipped;
-        continue;
-      }
-      const imaging::DecodeResult r = imaging::decodeBuffer(bytes.data(), bytes.size(), options);
+      const imaging::DecodeResult r = imaging::decodeFile(files[i], options);
       if (r.outcome != imaging::DecodeOutcome::Decoded) {
         ++skipped;
         continue;

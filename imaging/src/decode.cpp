@@ -9,21 +9,19 @@
 #include <dcmtk/dcmdata/dcistrmb.h>
 #include <dcmtk/dcmdata/dcmetinf.h>
 #include <dcmtk/dcmdata/dcpixel.h>
-#include <dcmtk/dcmdata/dcrledrg.h>
 #include <dcmtk/dcmdata/dcuid.h>
 #include <dcmtk/dcmdata/dcxfer.h>
 #include <dcmtk/dcmimage/diregist.h>  // colour image support for DicomImage
 #include <dcmtk/dcmimgle/dcmimage.h>
-#include <dcmtk/dcmjpeg/djdecode.h>
-#include <dcmtk/dcmjpls/djdecode.h>
 
 #include <cstdint>
-#include <fstream>
 #include <memory>
-#include <mutex>
 #include <sstream>
 
+#include "comcl/imaging/codecs.h"
+#include "comcl/imaging/mapped_file.h"
 #include "comcl/imaging/resize.h"
+#include "grey_lut.h"
 
 namespace comcl::imaging {
 
@@ -42,10 +40,6 @@ const char* toString(DecodeOutcome outcome) {
 }
 
 namespace {
-
-// DCMTK's codec registry is process-global. Registration lives for the whole process: cleaning up while
-// another thread decodes would be a race, and the OS reclaims the few objects at exit.
-std::once_flag codecsOnce;
 
 std::string text(DcmItem& item, const DcmTagKey& key) {
   OFString value;
@@ -216,6 +210,145 @@ Image renderedToImage(DicomImage& dimg, bool colour) {
   return out;
 }
 
+// The general renderer: DCMTK's DicomImage handles colour models, LUT sequences and unusual bit layouts.
+Image renderWithDcmtk(DcmDataset& ds, E_TransferSyntax xfer, const DecodeOptions& options,
+                      DecodeReport& report, std::string& error) {
+  // Decode only the first frame; partial access spares decompressing the other frames.
+  DicomImage dimg(&ds, xfer, CIF_UsePartialAccessToPixelData, 0, 1);
+  if (dimg.getStatus() != EIS_Normal) {
+    error = std::string("DCMTK cannot render the pixels: ") + DicomImage::getString(dimg.getStatus());
+    return {};
+  }
+  const bool colour = dimg.isMonochrome() == 0;
+  if (colour) {
+    report.windowSource = "colour (none)";
+  } else {
+    if (dimg.getVoiLutCount() > 0 && dimg.setVoiLut(0) != 0) {
+      report.windowSource = "VOI LUT";
+    } else if (dimg.getWindowCount() > 0 && dimg.setWindow(0) != 0) {
+      report.windowSource = "header window";
+    } else {
+      dimg.setHistogramWindow(options.percentileClip);
+      report.windowSource = "percentile window";
+    }
+    dimg.getWindow(report.windowCenter, report.windowWidth);  // fails (leaves 0) for a VOI LUT
+    // DicomImage renders MONOCHROME1 inverted (bright = dense), as a viewer shows it.
+    report.inverted = dimg.getPhotometricInterpretation() == EPI_Monochrome1;
+  }
+  Image image = renderedToImage(dimg, colour);
+  if (image.empty()) {
+    error = std::string("DCMTK could not produce output pixels: ") + DicomImage::getString(dimg.getStatus());
+  }
+  return image;
+}
+
+// Plain 8/16-bit greyscale without LUT sequences takes the lookup-table path (grey_lut.h), several times
+// faster than DicomImage on large films; anything else, or options.forceDcmtkRenderer, does not.
+std::optional<detail::GreyFormat> lutPathFormat(DcmDataset& ds, const DicomMetadata& m,
+                                                const DecodeOptions& options) {
+  if (options.forceDcmtkRenderer || m.samplesPerPixel != 1)
+    return std::nullopt;
+  if (m.photometric != "MONOCHROME1" && m.photometric != "MONOCHROME2")
+    return std::nullopt;
+  if (m.bitsAllocated != 8 && m.bitsAllocated != 16)
+    return std::nullopt;
+  if (integer(ds, DCM_HighBit) != m.bitsStored - 1)
+    return std::nullopt;
+  if (ds.tagExists(DCM_ModalityLUTSequence) || ds.tagExists(DCM_VOILUTSequence))
+    return std::nullopt;
+  detail::GreyFormat f;
+  f.bitsAllocated = m.bitsAllocated;
+  f.bitsStored = m.bitsStored;
+  f.isSigned = m.pixelRepresentation == 1;
+  f.monochrome1 = m.photometric == "MONOCHROME1";
+  f.slope = decimal(ds, DCM_RescaleSlope, 1.0);
+  f.intercept = decimal(ds, DCM_RescaleIntercept, 0.0);
+  if (f.slope == 0.0)
+    return std::nullopt;
+  const std::string function = text(ds, DCM_VOILUTFunction);
+  if (!function.empty() && function != "LINEAR" && function != "LINEAR_EXACT" && function != "SIGMOID") {
+    return std::nullopt;
+  }
+  return f;
+}
+
+// The header's first window, when it is usable with its VOI LUT function.
+std::optional<detail::Window> headerWindow(DcmDataset& ds) {
+  Float64 center = 0, width = 0;
+  if (ds.findAndGetFloat64(DCM_WindowCenter, center, 0).bad() ||
+      ds.findAndGetFloat64(DCM_WindowWidth, width, 0).bad()) {
+    return std::nullopt;
+  }
+  detail::Window w;
+  w.center = center;
+  w.width = width;
+  const std::string function = text(ds, DCM_VOILUTFunction);
+  if (function == "LINEAR_EXACT") {
+    w.function = detail::VoiFunction::LinearExact;
+    if (width <= 0)
+      return std::nullopt;
+  } else if (function == "SIGMOID") {
+    w.function = detail::VoiFunction::Sigmoid;
+    if (width <= 0)
+      return std::nullopt;
+  } else if (width < 1) {  // LINEAR requires a width of at least 1
+    return std::nullopt;
+  }
+  return w;
+}
+
+Image renderWithLut(DcmDataset& ds, const detail::GreyFormat& format, const DicomMetadata& m,
+                    const DecodeOptions& options, DecodeReport& report, std::string& error) {
+  DcmElement* element = nullptr;
+  auto* pixelData =
+      ds.findAndGetElement(DCM_PixelData, element).good() ? dynamic_cast<DcmPixelData*>(element) : nullptr;
+  Uint32 frameBytes = 0;
+  if (pixelData == nullptr || pixelData->getUncompressedFrameSize(&ds, frameBytes).bad()) {
+    error = "cannot access the pixel data";
+    return {};
+  }
+  // Native pixel data is already in memory in local byte order (16-bit words) and is used where it lies;
+  // encapsulated data is decompressed, first frame only, into 16-bit words (DCMTK wants an even size).
+  const void* samples = nullptr;
+  std::vector<std::uint16_t> frame;
+  const DcmXfer xfer(ds.getOriginalXfer());
+  if (xfer.isNotEncapsulated() && format.bitsAllocated == 16) {
+    Uint16* words = nullptr;
+    if (pixelData->getUint16Array(words).good())
+      samples = words;
+  } else if (xfer.isNotEncapsulated() && xfer.isLittleEndian() && pixelData->getVR() == EVR_OB) {
+    Uint8* bytes = nullptr;
+    if (pixelData->getUint8Array(bytes).good())
+      samples = bytes;
+  }
+  if (samples == nullptr) {
+    frame.resize(frameBytes / 2 + 1);
+    Uint32 startFragment = 0;
+    OFString colourModel;
+    const OFCondition status = pixelData->getUncompressedFrame(
+        &ds, 0, startFragment, frame.data(), static_cast<Uint32>(frame.size() * 2), colourModel);
+    if (status.bad()) {
+      error = std::string("cannot decode frame 1: ") + status.text();
+      return {};
+    }
+    samples = frame.data();
+  }
+  const std::size_t count = static_cast<std::size_t>(m.rows) * static_cast<std::size_t>(m.cols);
+  detail::Window window;
+  if (auto header = headerWindow(ds)) {
+    window = *header;
+    report.windowSource =
+        window.function == detail::VoiFunction::Sigmoid ? "header window (SIGMOID)" : "header window";
+  } else {
+    window = detail::percentileWindow(format, samples, count, options.percentileClip);
+    report.windowSource = "percentile window";
+  }
+  report.windowCenter = window.center;
+  report.windowWidth = window.width;
+  report.inverted = format.monochrome1;
+  return detail::applyLut(format, samples, m.cols, m.rows, detail::buildLut(format, window));
+}
+
 DecodeResult decodeFileFormat(DcmFileFormat& file, bool hadPreamble, const DecodeOptions& options) {
   DcmDataset& ds = *file.getDataset();
   DicomMetadata metadata = readMetadata(file);
@@ -271,38 +404,16 @@ DecodeResult decodeFileFormat(DcmFileFormat& file, bool hadPreamble, const Decod
   report.rescaleIntercept = decimal(ds, DCM_RescaleIntercept, 0.0);
   report.modalityLutSequence = ds.tagExists(DCM_ModalityLUTSequence);
 
-  // Decode only the first frame; partial access spares decompressing the other frames.
-  DicomImage dimg(&ds, xfer, CIF_UsePartialAccessToPixelData, 0, 1);
-  if (dimg.getStatus() != EIS_Normal) {
-    return failure(DecodeOutcome::Failed,
-                   std::string("DCMTK cannot render the pixels: ") + DicomImage::getString(dimg.getStatus()),
-                   metadata);
-  }
-
-  const bool colour = dimg.isMonochrome() == 0;
-  if (colour) {
-    report.windowSource = "colour (none)";
+  std::string error;
+  Image native;
+  if (auto format = lutPathFormat(ds, metadata, options)) {
+    native = renderWithLut(ds, *format, metadata, options, report, error);
   } else {
-    if (dimg.getVoiLutCount() > 0 && dimg.setVoiLut(0) != 0) {
-      report.windowSource = "VOI LUT";
-    } else if (dimg.getWindowCount() > 0 && dimg.setWindow(0) != 0) {
-      report.windowSource = "header window";
-    } else {
-      dimg.setHistogramWindow(options.percentileClip);
-      report.windowSource = "percentile window";
-    }
-    dimg.getWindow(report.windowCenter, report.windowWidth);  // fails (leaves 0) for a VOI LUT
-    // DicomImage renders MONOCHROME1 inverted (bright = dense), as a viewer shows it.
-    report.inverted = dimg.getPhotometricInterpretation() == EPI_Monochrome1;
+    native = renderWithDcmtk(ds, xfer, options, report, error);
   }
-
-  Image native = renderedToImage(dimg, colour);
-  if (native.empty()) {
-    return failure(
-        DecodeOutcome::Failed,
-        std::string("DCMTK could not produce output pixels: ") + DicomImage::getString(dimg.getStatus()),
-        metadata);
-  }
+  if (native.empty())
+    return failure(DecodeOutcome::Failed, error, metadata);
+  const bool colour = native.channels == 3;
   if (colour && !options.keepColour)
     native = toGrey(native);
 
@@ -325,17 +436,9 @@ DecodeResult decodeFileFormat(DcmFileFormat& file, bool hadPreamble, const Decod
 
 }  // namespace
 
-void registerDicomCodecs() {
-  std::call_once(codecsOnce, [] {
-    DJDecoderRegistration::registerCodecs();
-    DJLSDecoderRegistration::registerCodecs();
-    DcmRLEDecoderRegistration::registerCodecs();
-  });
-}
-
 DecodeResult decodeBuffer(const void* data, std::size_t size, const DecodeOptions& options) {
   try {
-    registerDicomCodecs();
+    registerDicomDecoders();
     if (size == 0)
       return failure(DecodeOutcome::Failed, "empty file");
     const auto* bytes = static_cast<const char*>(data);
@@ -369,26 +472,11 @@ DecodeResult decodeBuffer(const void* data, std::size_t size, const DecodeOption
   }
 }
 
-bool readWholeFile(const std::string& path, std::vector<char>& bytes) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in)
-    return false;
-  const std::streamoff length = in.tellg();
-  if (length < 0)
-    return false;
-  std::vector<char> content(static_cast<std::size_t>(length));
-  in.seekg(0);
-  if (length > 0 && !in.read(content.data(), length))
-    return false;
-  bytes = std::move(content);
-  return true;
-}
-
 DecodeResult decodeFile(const std::string& path, const DecodeOptions& options) {
-  std::vector<char> bytes;
-  if (!readWholeFile(path, bytes))
-    return failure(DecodeOutcome::Failed, "cannot open or read " + path);
-  return decodeBuffer(bytes.data(), bytes.size(), options);
+  const MappedFile file(path);
+  if (!file.ok())
+    return failure(DecodeOutcome::Failed, file.error());
+  return decodeBuffer(file.data(), file.size(), options);
 }
 
 }  // namespace comcl::imaging

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <vector>
 
+#include "comcl/imaging/mapped_file.h"
 #include "comcl/imaging/quality.h"
 #include "comcl/storage/cache_key.h"
 
@@ -174,14 +175,14 @@ IngestOutcome Ingestor::ingest(const void* data, std::size_t size, const std::st
 }
 
 IngestOutcome Ingestor::ingestFile(const std::string& path) {
-  std::vector<char> bytes;
-  if (!readWholeFile(path, bytes)) {
+  const MappedFile file(path);
+  if (!file.ok()) {
     IngestOutcome unreadable;
     unreadable.resourceId = "file:" + path;
-    unreadable.reason = "cannot open or read " + path;
+    unreadable.reason = file.error();
     return unreadable;
   }
-  return ingest(bytes.data(), bytes.size(), path);
+  return ingest(file.data(), file.size(), path);
 }
 
 }  // namespace comcl::imaging

@@ -33,6 +33,8 @@
 #include <system_error>
 #include <vector>
 
+#include "comcl/imaging/codecs.h"
+
 namespace comcl::imaging {
 
 namespace {
@@ -1031,28 +1033,8 @@ const char* const kMaleNames[] = {"ADAM",  "BEN", "CARL", "DAVID", "EMIL",
 // DICOM writing
 
 // Encoders registered once per process; the static's destructor deregisters them at exit.
-class CodecRegistration {
- public:
-  CodecRegistration() {
-    // Never create new SOP Instance UIDs: the archive must be deterministic and match the manifest. Lossy
-    // JPEG must not stretch the stored values to their min..max (usePixelValues), and JPEG-LS encodes the
-    // stored values directly ("raw"): our high bits are clean, and the "cooked" path logs at info level.
-    DJEncoderRegistration::registerCodecs(ECC_lossyYCbCr, EUC_never, OFFalse, 0, 0, 0, OFTrue, ESS_422,
-                                          OFTrue, OFFalse, 0, 0, 0.0, 0.0, 0, 0, 0, 0, OFFalse);
-    DJLSEncoderRegistration::registerCodecs(0, 0, 0, 0, OFFalse, 0, OFTrue, EJLSUC_never);
-    DcmRLEEncoderRegistration::registerCodecs(OFFalse);
-  }
-  ~CodecRegistration() {
-    DcmRLEEncoderRegistration::cleanup();
-    DJLSEncoderRegistration::cleanup();
-    DJEncoderRegistration::cleanup();
-  }
-  CodecRegistration(const CodecRegistration&) = delete;
-  CodecRegistration& operator=(const CodecRegistration&) = delete;
-};
-
 void ensureCodecs() {
-  static const CodecRegistration registration;
+  registerDicomEncoders();
 }
 
 void put(DcmDataset& ds, const DcmTagKey& tag, const std::string& value) {

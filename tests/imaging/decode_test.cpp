@@ -271,3 +271,94 @@ TEST(Decode, DecodesLossyJpegBaselineCloseToTheOriginal) {
 
 }  // namespace
 }  // namespace comcl::imaging
+
+namespace comcl::imaging {
+namespace {
+
+double maxDifference(const Image& a, const Image& b) {
+  double worst = 0;
+  for (std::size_t i = 0; i < a.pixels.size(); ++i) {
+    worst = std::max(worst, static_cast<double>(std::abs(a.pixels[i] - b.pixels[i])));
+  }
+  return worst;
+}
+
+// The lookup-table path must render exactly what DCMTK's general renderer renders (up to its 16-bit output).
+TEST(Decode, LookupTablePathMatchesDcmtkRenderer) {
+  struct Case {
+    const char* name;
+    TestImageSpec spec;
+    E_TransferSyntax xfer;
+  };
+  auto windowed = [](TestImageSpec s) {
+    s.windowCenter = 1500;
+    s.windowWidth = 2500;
+    s.value = [](int x, int y, int, int) -> long { return (x * 131 + y * 17) % 4096; };
+    return s;
+  };
+  TestImageSpec mono1 = windowed({});
+  mono1.photometric = "MONOCHROME1";
+  TestImageSpec rescaled = windowed({});
+  rescaled.isSigned = true;
+  rescaled.bitsStored = 16;
+  rescaled.rescaleSlope = 2;
+  rescaled.rescaleIntercept = 1024;
+  rescaled.value = [](int x, int y, int, int) -> long { return (x * 131 + y * 17) % 2048 - 1024; };
+  TestImageSpec eight = windowed({});
+  eight.bitsAllocated = 8;
+  eight.bitsStored = 8;
+  eight.windowCenter = 100;
+  eight.windowWidth = 120;
+  eight.value = [](int x, int y, int, int) -> long { return (x * 13 + y * 7) % 256; };
+  const Case cases[] = {
+      {"mono2", windowed({}), EXS_LittleEndianExplicit}, {"mono1", mono1, EXS_LittleEndianExplicit},
+      {"signed+rescale", rescaled, EXS_LittleEndianExplicit}, {"8-bit", eight, EXS_LittleEndianExplicit},
+      {"big endian", windowed({}), EXS_BigEndianExplicit},   {"jpeg lossless", windowed({}), EXS_JPEGProcess14SV1},
+      {"rle", mono1, EXS_RLELossless},
+  };
+  DecodeOptions general;
+  general.forceDcmtkRenderer = true;
+  for (const Case& c : cases) {
+    DecodeResult fast = decodeSpec(c.spec, c.xfer);
+    DecodeResult reference = decodeSpec(c.spec, c.xfer, general);
+    ASSERT_EQ(fast.outcome, DecodeOutcome::Decoded) << c.name << ": " << fast.reason;
+    ASSERT_EQ(reference.outcome, DecodeOutcome::Decoded) << c.name << ": " << reference.reason;
+    EXPECT_EQ(fast.report.windowSource, reference.report.windowSource) << c.name;
+    EXPECT_EQ(fast.report.inverted, reference.report.inverted) << c.name;
+    EXPECT_LT(maxDifference(fast.image, reference.image), 2e-3) << c.name;
+  }
+}
+
+TEST(Decode, LookupTablePathMatchesDcmtkOnTheRealMonochrome1Film) {
+  const std::string rg1 = std::string(COMCL_SHARED_DATA) + "/dicom_samples/RG1_CR_chest_PA_uncompressed.dcm";
+  DecodeOptions general;
+  general.forceDcmtkRenderer = true;
+  DecodeResult fast = decodeFile(rg1);
+  DecodeResult reference = decodeFile(rg1, general);
+  if (reference.outcome == DecodeOutcome::Failed && reference.reason.find("cannot open") == 0) {
+    GTEST_SKIP() << "missing " << rg1;
+  }
+  ASSERT_EQ(fast.outcome, DecodeOutcome::Decoded) << fast.reason;
+  ASSERT_EQ(reference.outcome, DecodeOutcome::Decoded) << reference.reason;
+  EXPECT_LT(maxDifference(fast.image, reference.image), 2e-3);
+}
+
+TEST(Decode, SigmoidVoiFunctionFollowsTheStandard) {
+  TestImageSpec spec;
+  spec.windowCenter = 2048;
+  spec.windowWidth = 1000;
+  auto file = makeImage(spec);
+  file->getDataset()->putAndInsertString(DCM_VOILUTFunction, "SIGMOID");
+  std::vector<char> bytes = toBytes(*file);
+  DecodeResult r = decodeBuffer(bytes.data(), bytes.size());
+  ASSERT_EQ(r.outcome, DecodeOutcome::Decoded) << r.reason;
+  EXPECT_EQ(r.report.windowSource, "header window (SIGMOID)");
+  for (int x = 0; x < spec.cols; x += 5) {
+    const double stored = 4095.0 * x / (spec.cols - 1);
+    const double expected = 1.0 / (1.0 + std::exp(-4.0 * (static_cast<long>(stored) - 2048.0) / 1000.0));
+    EXPECT_NEAR(r.image.at(x, 0), expected, 1e-4) << "x=" << x;  // PS3.3 C.11.2.1.3.1
+  }
+}
+
+}  // namespace
+}  // namespace comcl::imaging

@@ -16,6 +16,8 @@
 #include <mutex>
 #include <stdexcept>
 
+#include "comcl/imaging/codecs.h"
+
 namespace comcl::testing {
 
 namespace {
@@ -107,12 +109,7 @@ std::unique_ptr<DcmFileFormat> makeNonImage(const std::string& sopClassUid) {
 }
 
 std::vector<char> toBytes(DcmFileFormat& file, E_TransferSyntax xfer, double jpegQuality) {
-  static std::once_flag encodersOnce;
-  std::call_once(encodersOnce, [] {
-    DJEncoderRegistration::registerCodecs();
-    DJLSEncoderRegistration::registerCodecs();
-    DcmRLEEncoderRegistration::registerCodecs();
-  });
+  imaging::registerDicomEncoders();
   DcmDataset& ds = *file.getDataset();
   OFCondition status;
   if (xfer == EXS_JPEGProcess1) {

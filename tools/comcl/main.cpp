@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "comcl/imaging/batch_allocator.h"
 #include "comcl/imaging/decode.h"
 #include "comcl/imaging/ingest.h"
 #include "comcl/imaging/png.h"
@@ -314,6 +315,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (!verbose)
     OFLog::configure(OFLogger::OFF_LOG_LEVEL);  // our reasons already say what went wrong
+  imaging::tuneAllocatorForBatchDecoding();
 
   try {
     if (*decode)

@@ -46,7 +46,7 @@ struct DicomMetadata {
   int samplesPerPixel = 0;
   int bitsAllocated = 0;
   int bitsStored = 0;
-  int pixelRepresentation = 0;  // 0 unsigned, 1 signed
+  int pixelRepresentation = 0;       // 0 unsigned, 1 signed
   std::vector<std::string> missing;  // e.g. "PatientID", "ViewPosition"
 };
 
@@ -62,14 +62,17 @@ struct DecodeReport {
   int framesInFile = 0;   // only the first frame is used
   int outputWidth = 0;
   int outputHeight = 0;
-  Rect content;           // position of the image inside the letterboxed output
+  Rect content;  // position of the image inside the letterboxed output
 };
 
 struct DecodeOptions {
-  int size = 0;                       // 0: keep the native size; else letterbox into size x size
-  bool keepColour = true;             // false: colour images are converted to luminance
-  double percentileClip = 0.005;      // fraction excluded at each end by the percentile window
-  std::size_t maxPixels = 1u << 28;   // larger images are refused as absurd (268 million pixels)
+  int size = 0;                      // 0: keep the native size; else letterbox into size x size
+  bool keepColour = true;            // false: colour images are converted to luminance
+  double percentileClip = 0.005;     // fraction excluded at each end by the percentile window
+  std::size_t maxPixels = 1u << 28;  // larger images are refused as absurd (268 million pixels)
+  // Plain greyscale normally takes a lookup-table path; this forces DCMTK's general renderer (tests,
+  // benchmarks).
+  bool forceDcmtkRenderer = false;
 };
 
 struct DecodeResult {
@@ -83,11 +86,5 @@ struct DecodeResult {
 // Never throws for bad input: every problem becomes an outcome and a one-line reason.
 DecodeResult decodeFile(const std::string& path, const DecodeOptions& options = {});
 DecodeResult decodeBuffer(const void* data, std::size_t size, const DecodeOptions& options = {});
-
-// Reads a whole file into `bytes`; false (bytes untouched) when it cannot be opened or read.
-bool readWholeFile(const std::string& path, std::vector<char>& bytes);
-
-// Registers DCMTK's decoders once per process (thread-safe, idempotent); called by the decode functions.
-void registerDicomCodecs();
 
 }  // namespace comcl::imaging
