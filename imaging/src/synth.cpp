@@ -935,17 +935,20 @@ Image degrade(Image image, Degradation degradation, int size, Rng& rng) {
         p = static_cast<float>(clamp01(p + noiseSigma(p, 0.045, 0.045) * rng.normal()));
       }
       return image;
+    // Exposure in the radiographic sense, on the presentation image (bright = dense = fewer photons).
     case Degradation::Underexposed:
-      // Too few photons: everything crowds into the low values, black clips, a noise floor remains.
+      // Too little dose: a light, flat film with strong quantum mottle; the densest regions get no
+      // photons at all and saturate at white.
       for (auto& p : image.pixels) {
-        const double v = 0.28 * std::pow(static_cast<double>(p), 1.2) - 0.05 + 0.012 * rng.normal();
-        p = static_cast<float>(clamp01(v));
+        const double v = 0.42 + 0.62 * static_cast<double>(p);
+        p = static_cast<float>(clamp01(v + noiseSigma(v, 0.02, 0.03) * rng.normal()));
       }
       return image;
     case Degradation::Overexposed:
-      // Burnt out: values pushed up and compressed, dense regions clip at white.
+      // Too much dose: a dark film whose detector saturates where attenuation is low; lungs and air
+      // burn out to black and lose their detail.
       for (auto& p : image.pixels) {
-        p = static_cast<float>(clamp01(0.38 + 1.05 * p));
+        p = static_cast<float>(clamp01(1.6 * static_cast<double>(p) - 0.6));
       }
       return image;
     case Degradation::LowResolution:

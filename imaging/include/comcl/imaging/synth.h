@@ -12,6 +12,8 @@
 
 namespace comcl::imaging {
 
+// Exposure follows the radiographic convention: Underexposed (too little dose) is a light, noisy film whose
+// densest parts saturate white; Overexposed (too much dose) is a dark film whose lungs burn out to black.
 enum class Degradation { None, Blur, Noise, Underexposed, Overexposed, LowResolution, JpegArtefacts };
 const char* toString(Degradation degradation);
 Degradation degradationFromString(const std::string& text);  // throws std::invalid_argument
