@@ -17,7 +17,7 @@ printf '\n=== The same film as JPEG 2000: DCMTK has no codec, so comcl says so\n
 "$comcl" decode "$data/dicom_samples/RG1_J2KI_CR_chest_PA.dcm" --out "$out/rg1-j2k.png" || true
 
 step "Write a synthetic archive (6 patients x 3 studies, frontal + lateral, lesions, degradations)" \
-  "$comcl" synth --out "$out/synthetic" --patients 6 --studies 3 --size 512 --seed 7
+  "$comcl" synth --out "$out/synthetic" --patients 6 --studies 3 --size 512 --seed 7 --degraded-fraction 0.5
 
 step "Index the real MHH COVID-19 chest radiographs" \
   "$comcl" index "$data/mhh_covid_cxr/dicom" --db "$out/comcl.sqlite"
@@ -25,10 +25,16 @@ step "Index the sample films and the synthetic archive into the same database" \
   "$comcl" index "$data/dicom_samples" --db "$out/comcl.sqlite"
 "$comcl" index "$out/synthetic" --db "$out/comcl.sqlite"
 
-printf '\n=== Quality of the indexed images (lowest sharpness first)\n'
-sqlite3 -header -column "$out/comcl.sqlite" \
-  "SELECT i.patient_key AS patient, i.view_position AS view, i.rows || 'x' || i.cols AS size,
-          printf('%.1f', q.sharpness) AS sharpness, printf('%.2f', q.noise) AS noise,
-          printf('%.3f', q.contrast) AS contrast, printf('%.3f', q.clip_high) AS clip_high
-     FROM instances i JOIN quality q ON q.instance_id = i.id ORDER BY q.sharpness LIMIT 8;"
+quality_table() {
+  sqlite3 -header -column "$out/comcl.sqlite" \
+    "SELECT i.patient_key AS patient, i.view_position AS view, i.image_cols || 'x' || i.image_rows AS size,
+            printf('%.0f', q.sharpness) AS sharpness, printf('%.2f', q.noise) AS noise,
+            printf('%.3f', q.clip_low) AS black, printf('%.2f', q.dynamic_range) AS range,
+            replace(i.source, '$out/', '') AS file
+       FROM instances i JOIN quality q ON q.instance_id = i.id ORDER BY $1 LIMIT 6;"
+}
+printf '\n=== Quality metrics: least sharp images\n'
+quality_table "q.sharpness"
+printf '\n=== Quality metrics: noisiest images\n'
+quality_table "q.noise DESC"
 printf '\nDone: images in %s, database %s/comcl.sqlite\n' "$out" "$out"
