@@ -311,9 +311,12 @@ TEST(Decode, LookupTablePathMatchesDcmtkRenderer) {
   eight.windowWidth = 120;
   eight.value = [](int x, int y, int, int) -> long { return (x * 13 + y * 7) % 256; };
   const Case cases[] = {
-      {"mono2", windowed({}), EXS_LittleEndianExplicit}, {"mono1", mono1, EXS_LittleEndianExplicit},
-      {"signed+rescale", rescaled, EXS_LittleEndianExplicit}, {"8-bit", eight, EXS_LittleEndianExplicit},
-      {"big endian", windowed({}), EXS_BigEndianExplicit},   {"jpeg lossless", windowed({}), EXS_JPEGProcess14SV1},
+      {"mono2", windowed({}), EXS_LittleEndianExplicit},
+      {"mono1", mono1, EXS_LittleEndianExplicit},
+      {"signed+rescale", rescaled, EXS_LittleEndianExplicit},
+      {"8-bit", eight, EXS_LittleEndianExplicit},
+      {"big endian", windowed({}), EXS_BigEndianExplicit},
+      {"jpeg lossless", windowed({}), EXS_JPEGProcess14SV1},
       {"rle", mono1, EXS_RLELossless},
   };
   DecodeOptions general;

@@ -9,18 +9,12 @@
 #include <stdexcept>
 #include <vector>
 
+#include "random_image.h"
+
 namespace comcl::imaging {
 namespace {
 
-Image randomImage(int width, int height, int channels, unsigned seed) {
-  Image image(width, height, channels);
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(0.0f, 1.0f);
-  for (float& v : image.pixels) {
-    v = dist(rng);
-  }
-  return image;
-}
+using testing::randomImage;
 
 TEST(ImageQuantise, RoundTrip8BitWithinHalfAStep) {
   const Image image = randomImage(37, 23, 1, 1);

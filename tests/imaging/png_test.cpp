@@ -13,36 +13,13 @@
 #include <string>
 #include <vector>
 
+#include "temp_dir.h"
+
 namespace comcl::imaging {
 namespace {
 
 namespace fs = std::filesystem;
-
-// A fresh directory under the system temp dir, removed with its contents at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    std::random_device device;
-    for (int attempt = 0; attempt < 100; ++attempt) {
-      const fs::path candidate = fs::temp_directory_path() / ("comcl-png-test-" + std::to_string(device()));
-      if (fs::create_directory(candidate)) {
-        path_ = candidate;
-        return;
-      }
-    }
-    throw std::runtime_error("cannot create a temporary directory");
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
+using comcl::testing::TempDir;
 
 // Random samples snapped to the levels of the given bit depth, so a PNG round trip must be exact.
 Image quantisedRandomImage(int width, int height, int channels, int bits, unsigned seed) {

@@ -9,18 +9,12 @@
 #include <utility>
 #include <vector>
 
+#include "random_image.h"
+
 namespace comcl::imaging {
 namespace {
 
-Image randomImage(int width, int height, int channels, unsigned seed) {
-  Image image(width, height, channels);
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(0.0f, 1.0f);
-  for (float& v : image.pixels) {
-    v = dist(rng);
-  }
-  return image;
-}
+using testing::randomImage;
 
 Image constantImage(int width, int height, int channels, float value) {
   Image image(width, height, channels);

@@ -31,6 +31,8 @@
 #include <string>
 #include <vector>
 
+#include "temp_dir.h"
+
 namespace fs = std::filesystem;
 using comcl::imaging::Degradation;
 using comcl::imaging::Encoding;
@@ -39,6 +41,7 @@ using comcl::imaging::renderChest;
 using comcl::imaging::SynthImage;
 using comcl::imaging::SynthOptions;
 using comcl::imaging::writeSyntheticArchive;
+using comcl::testing::TempDir;
 
 namespace {
 
@@ -62,28 +65,6 @@ class DecoderRegistration {
 void ensureDecoders() {
   static const DecoderRegistration registration;
 }
-
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path_ = fs::temp_directory_path() /
-            ("comcl_synth_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const fs::path& path() const { return path_; }
-  std::string sub(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
 
 SynthOptions smallOptions(const std::string& dir) {
   SynthOptions o;
@@ -298,24 +279,24 @@ bool validUid(const std::string& uid) {
 
 TEST(SynthTest, SameSeedGivesByteIdenticalArchiveAndAnotherSeedDoesNot) {
   TempDir tmp;
-  SynthOptions o = smallOptions(tmp.sub("a"));
+  SynthOptions o = smallOptions(tmp.file("a"));
   o.encodings = {Encoding::Mono2Uint16,       Encoding::Mono1Uint16,    Encoding::Mono2Uint8,
                  Encoding::Mono2Int16Rescale, Encoding::BigEndian,      Encoding::Deflate,
                  Encoding::JpegLossless,      Encoding::JpegLsLossless, Encoding::Rle,
                  Encoding::JpegBaseline};
   o.degradedFraction = 0.5;
   const auto first = writeSyntheticArchive(o);
-  o.outputDir = tmp.sub("b");
+  o.outputDir = tmp.file("b");
   const auto second = writeSyntheticArchive(o);
-  const auto filesA = allFiles(tmp.sub("a"));
-  const auto filesB = allFiles(tmp.sub("b"));
+  const auto filesA = allFiles(tmp.file("a"));
+  const auto filesB = allFiles(tmp.file("b"));
   ASSERT_EQ(filesA.size(), first.size() + 2);  // + manifest.csv and manifest.json
   EXPECT_EQ(filesA, filesB);
 
-  o.outputDir = tmp.sub("c");
+  o.outputDir = tmp.file("c");
   o.seed = 43;
   const auto third = writeSyntheticArchive(o);
-  const auto filesC = allFiles(tmp.sub("c"));
+  const auto filesC = allFiles(tmp.file("c"));
   int differing = 0;
   for (std::size_t i = 0; i < first.size(); ++i) {
     const std::string pixelsA = filesA.at(first[i].file);
@@ -328,9 +309,9 @@ TEST(SynthTest, SameSeedGivesByteIdenticalArchiveAndAnotherSeedDoesNot) {
 
 TEST(SynthTest, ImagesDoNotDependOnHowManyPatientsAreGenerated) {
   TempDir tmp;
-  SynthOptions o = smallOptions(tmp.sub("two"));
+  SynthOptions o = smallOptions(tmp.file("two"));
   const auto two = writeSyntheticArchive(o);
-  o.outputDir = tmp.sub("three");
+  o.outputDir = tmp.file("three");
   o.patients = 3;
   const auto three = writeSyntheticArchive(o);
   ASSERT_EQ(three.size(), two.size() * 3 / 2);
@@ -342,7 +323,7 @@ TEST(SynthTest, ImagesDoNotDependOnHowManyPatientsAreGenerated) {
 
 TEST(SynthTest, CountsLayoutAndManifests) {
   TempDir tmp;
-  SynthOptions o = smallOptions(tmp.sub("frontal"));
+  SynthOptions o = smallOptions(tmp.file("frontal"));
   o.patients = 3;
   o.studiesPerPatient = 2;
   o.lateralViews = false;
@@ -379,7 +360,7 @@ TEST(SynthTest, CountsLayoutAndManifests) {
     EXPECT_EQ(json[i]["lesion"], rows[i].lesion);
   }
 
-  o.outputDir = tmp.sub("both");
+  o.outputDir = tmp.file("both");
   o.lateralViews = true;
   const auto withLateral = writeSyntheticArchive(o);
   ASSERT_EQ(withLateral.size(), 12u);
@@ -390,7 +371,7 @@ TEST(SynthTest, CountsLayoutAndManifests) {
 
 TEST(SynthTest, EveryFileLoadsAndCarriesTheAttributes) {
   TempDir tmp;
-  SynthOptions o = smallOptions(tmp.sub("a"));
+  SynthOptions o = smallOptions(tmp.file("a"));
   o.patients = 4;
   o.encodings = {Encoding::Mono2Uint16,       Encoding::Mono1Uint16,    Encoding::Mono2Uint8,
                  Encoding::Mono2Int16Rescale, Encoding::BigEndian,      Encoding::Deflate,
@@ -453,7 +434,7 @@ TEST(SynthTest, EveryFileLoadsAndCarriesTheAttributes) {
 
 TEST(SynthTest, UidsAreValidUniqueAndSharedWithinAStudy) {
   TempDir tmp;
-  SynthOptions o = smallOptions(tmp.sub("a"));
+  SynthOptions o = smallOptions(tmp.file("a"));
   o.patients = 3;
   o.studiesPerPatient = 3;
   const auto rows = writeSyntheticArchive(o);
@@ -481,7 +462,7 @@ TEST(SynthTest, UidsAreValidUniqueAndSharedWithinAStudy) {
 
 TEST(SynthTest, StudiesFollowEachOtherDaysToWeeksApart) {
   TempDir tmp;
-  SynthOptions o = smallOptions(tmp.sub("a"));
+  SynthOptions o = smallOptions(tmp.file("a"));
   o.studiesPerPatient = 4;
   o.lateralViews = false;
   const auto rows = writeSyntheticArchive(o);
@@ -506,7 +487,7 @@ TEST(SynthTest, EveryEncodingDecodesWithDcmtkToTheSamePixels) {
   ensureDecoders();
   TempDir tmp;
   auto archive = [&](Encoding encoding) {
-    SynthOptions o = smallOptions(tmp.sub(comcl::imaging::toString(encoding)));
+    SynthOptions o = smallOptions(tmp.file(comcl::imaging::toString(encoding)));
     o.patients = 1;
     o.studiesPerPatient = 1;
     o.degradedFraction = 0.0;
@@ -610,7 +591,7 @@ TEST(SynthTest, LesionChangesOnlyItsNeighbourhood) {
 
 TEST(SynthTest, ManifestLesionPointsAtABrightSpot) {
   TempDir tmp;
-  SynthOptions o = smallOptions(tmp.sub("a"));
+  SynthOptions o = smallOptions(tmp.file("a"));
   o.size = 160;
   o.patients = 3;
   o.lesionFraction = 1.0;
@@ -695,7 +676,7 @@ TEST(SynthTest, RenderIsDeterministicInRangeAndChecksItsArguments) {
 TEST(SynthTest, DegradationsMoveTheStatisticsTheExpectedWay) {
   TempDir tmp;
   auto archive = [&](const std::string& name, Degradation degradation) {
-    SynthOptions o = smallOptions(tmp.sub(name));
+    SynthOptions o = smallOptions(tmp.file(name));
     o.size = 128;
     o.patients = 2;
     o.studiesPerPatient = 1;
@@ -788,7 +769,7 @@ TEST(SynthTest, WriteErrorsNameThePath) {
   } catch (const std::runtime_error& error) {
     EXPECT_NE(std::string(error.what()).find(blocker.string()), std::string::npos) << error.what();
   }
-  o.outputDir = tmp.sub("ok");
+  o.outputDir = tmp.file("ok");
   o.size = 8;
   EXPECT_THROW(writeSyntheticArchive(o), std::invalid_argument);
 }

@@ -136,25 +136,4 @@ std::vector<char> readFileBytes(const std::string& path) {
   return std::vector<char>(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
-TempDir::TempDir() {
-  static std::atomic<unsigned> counter{0};
-  const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
-  path_ = (std::filesystem::temp_directory_path() /
-           ("comcl-test-" + std::to_string(stamp) + "-" + std::to_string(counter++)))
-              .string();
-  std::filesystem::create_directories(path_);
-}
-
-TempDir::~TempDir() {
-  std::error_code ignored;
-  std::filesystem::remove_all(path_, ignored);
-}
-
-void TempDir::write(const std::string& name, const std::vector<char>& bytes) const {
-  std::ofstream out(file(name), std::ios::binary);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  if (!out)
-    throw std::runtime_error("cannot write " + file(name));
-}
-
 }  // namespace comcl::testing

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "temp_dir.h"
+
 namespace comcl::testing {
 
 struct TestImageSpec {
@@ -43,20 +45,5 @@ std::unique_ptr<DcmFileFormat> makeNonImage(const std::string& sopClassUid);
 std::vector<char> toBytes(DcmFileFormat& file, E_TransferSyntax xfer = EXS_LittleEndianExplicit,
                           double jpegQuality = 90);
 std::vector<char> readFileBytes(const std::string& path);
-
-// A fresh directory under the system temp folder, removed with its content on destruction.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-  void write(const std::string& name, const std::vector<char>& bytes) const;
-
- private:
-  std::string path_;
-};
 
 }  // namespace comcl::testing

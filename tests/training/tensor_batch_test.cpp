@@ -4,25 +4,15 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <chrono>
-#include <filesystem>
-
 #include "comcl/storage/cache_key.h"
+#include "temp_dir.h"
 
 namespace comcl::training {
 namespace {
 
-namespace fs = std::filesystem;
-
 class TensorBatchTest : public ::testing::TestWithParam<int> {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("comcl-tensor-" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  fs::path dir_;
+  comcl::testing::TempDir dir_;
 };
 
 // Image i holds value (i * 37 + x + 3 * y) modulo the sample range, so every image and pixel differs.
@@ -46,7 +36,7 @@ std::vector<std::uint8_t> pattern(int i, const storage::CacheFormat& f) {
 
 TEST_P(TensorBatchTest, LoadsImagesInTheRequestedOrderScaledToUnitRange) {
   const storage::CacheFormat format{16, GetParam()};
-  storage::ImageCache cache((dir_ / "images.bin").string(), format);
+  storage::ImageCache cache(dir_.file("images.bin"), format);
   for (int i = 0; i < 5; ++i)
     cache.write(i, storage::cacheKey("image-" + std::to_string(i)), pattern(i, format).data());
 
@@ -75,14 +65,14 @@ TEST_P(TensorBatchTest, LoadsImagesInTheRequestedOrderScaledToUnitRange) {
 
 TEST_P(TensorBatchTest, RefusesASlotStoredUnderAnotherKey) {
   const storage::CacheFormat format{8, GetParam()};
-  storage::ImageCache cache((dir_ / "images.bin").string(), format);
+  storage::ImageCache cache(dir_.file("images.bin"), format);
   cache.write(0, storage::cacheKey("a"), pattern(0, format).data());
   EXPECT_THROW(loadBatch(cache, {{0, storage::cacheKey("b")}}), storage::CacheError);
 }
 
 TEST_P(TensorBatchTest, AnEmptyRequestGivesAnEmptyBatch) {
   const storage::CacheFormat format{8, GetParam()};
-  storage::ImageCache cache((dir_ / "images.bin").string(), format);
+  storage::ImageCache cache(dir_.file("images.bin"), format);
   EXPECT_EQ(loadBatch(cache, {}).size(0), 0);
 }
 

@@ -103,8 +103,9 @@ std::vector<std::string> listFiles(const std::string& dir) {
   return files;
 }
 
-void printCounts(const char* title, const std::map<std::string, std::int64_t>& counts) {
-  std::cout << "  " << std::left << std::setw(13) << (std::string(title) + ":") << std::right;
+// "  title: a 1, b 2" with the title padded to `width` characters.
+void printCounts(const char* title, const std::map<std::string, std::int64_t>& counts, int width = 13) {
+  std::cout << "  " << std::left << std::setw(width) << (std::string(title) + ":") << std::right;
   if (counts.empty())
     std::cout << "(none)";
   bool first = true;
@@ -211,7 +212,7 @@ int runSynth(imaging::SynthOptions options, const std::vector<std::string>& enco
   const auto started = std::chrono::steady_clock::now();
   const std::vector<imaging::SynthImage> images = imaging::writeSyntheticArchive(options);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  std::map<std::string, int> byDegradation, byEncoding;
+  std::map<std::string, std::int64_t> byDegradation, byEncoding;
   int lesions = 0;
   for (const auto& im : images) {
     ++byDegradation[imaging::toString(im.degradation)];
@@ -223,19 +224,9 @@ int runSynth(imaging::SynthOptions options, const std::vector<std::string>& enco
             << options.seed << ")\n"
             << "  manifest:     " << (fs::path(options.outputDir) / "manifest.csv").string()
             << ", manifest.json\n"
-            << "  with lesion:  " << lesions << "\n  degradations: ";
-  bool first = true;
-  for (const auto& [name, n] : byDegradation) {
-    std::cout << (first ? "" : ", ") << name << " " << n;
-    first = false;
-  }
-  std::cout << "\n  encodings:    ";
-  first = true;
-  for (const auto& [name, n] : byEncoding) {
-    std::cout << (first ? "" : ", ") << name << " " << n;
-    first = false;
-  }
-  std::cout << "\n";
+            << "  with lesion:  " << lesions << "\n";
+  printCounts("degradations", byDegradation, 14);
+  printCounts("encodings", byEncoding, 14);
   return 0;
 }
 
