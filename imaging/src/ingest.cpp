@@ -125,6 +125,8 @@ IngestOutcome Ingestor::ingest(const void* data, std::size_t size, const std::st
   outcome.state = toDecodeState(decoded.outcome);
   outcome.reason = decoded.reason;
 
+  const std::uint64_t key = storage::cacheKey(outcome.resourceId);
+  const std::lock_guard<std::mutex> idLock(idLocks_[key % idLocks_.size()]);
   const std::optional<storage::InstanceRecord> existing = index_.findInstance(outcome.resourceId);
   // Copies of one instance share its id (e.g. a JPEG 2000 and an uncompressed copy): a copy that decodes
   // replaces a record that did not, never the other way round.
@@ -143,7 +145,7 @@ IngestOutcome Ingestor::ingest(const void* data, std::size_t size, const std::st
     const std::int64_t slot = index_.reserveCacheSlot();
     try {
       const std::vector<std::uint8_t> bytes = quantise(decoded.image, cache_.format().bitsPerSample);
-      cache_.write(slot, storage::cacheKey(outcome.resourceId), bytes.data());
+      cache_.write(slot, key, bytes.data());
       cache_.flush();  // the pixels are durable before the row that refers to them commits
     } catch (...) {
       index_.releaseCacheSlot(slot);

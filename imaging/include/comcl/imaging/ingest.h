@@ -3,7 +3,9 @@
 // image). Used by `comcl index` for folders and by the Orthanc plugin for stored instances.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -51,6 +53,9 @@ class Ingestor {
   storage::Index& index_;
   storage::ImageCache& cache_;
   IngestOptions options_;
+  // Deciding whether to keep or replace a row and writing it is one step per resource id: two copies of
+  // an instance ingested at once must not both see "absent" and overwrite each other in arrival order.
+  std::array<std::mutex, 64> idLocks_;
 };
 
 storage::DecodeState toDecodeState(DecodeOutcome outcome);
