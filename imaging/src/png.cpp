@@ -21,9 +21,6 @@
 namespace comcl::imaging {
 namespace {
 
-// Refuse absurd sizes before allocating (the same bound as DecodeOptions::maxPixels).
-constexpr std::uint64_t kMaxPixels = std::uint64_t{1} << 28;
-
 // Where the error handler leaves libpng's message before jumping back.
 struct PngError {
   char message[256];
@@ -223,7 +220,7 @@ Image readPng(const std::string& path) {
   if (!readInfo(png.png(), png.info(), file.get(), &header)) {
     throw std::runtime_error("cannot read " + path + ": " + error.message);
   }
-  if (static_cast<std::uint64_t>(header.width) * header.height > kMaxPixels) {
+  if (static_cast<std::uint64_t>(header.width) * header.height > kMaxImagePixels) {
     throw std::runtime_error("cannot read " + path + ": image too large (" + std::to_string(header.width) +
                              "x" + std::to_string(header.height) + ")");
   }

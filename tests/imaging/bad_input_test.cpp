@@ -100,11 +100,20 @@ TEST(BadInput, AbsurdDimensions) {
   auto file = makeImage(spec);
   file->getDataset()->putAndInsertUint16(DCM_Rows, 65535);
   file->getDataset()->putAndInsertUint16(DCM_Columns, 65535);
-  DecodeOptions options;
-  options.maxPixels = 1u << 26;
-  std::vector<char> bytes = toBytes(*file);
-  DecodeResult r = decodeBuffer(bytes.data(), bytes.size(), options);
-  expectReason(r, DecodeOutcome::Failed, "absurd dimensions 65535x65535");
+  expectReason(decodeBytes(toBytes(*file)), DecodeOutcome::Failed,
+               "absurd dimensions 65535x65535");  // default
+
+  // A film within the limit is not refused as absurd (it fails later, for its missing pixels).
+  file->getDataset()->putAndInsertUint16(DCM_Rows, 4000);
+  file->getDataset()->putAndInsertUint16(DCM_Columns, 4000);
+  const DecodeResult large = decodeBytes(toBytes(*file));
+  EXPECT_EQ(large.reason.find("absurd"), std::string::npos) << large.reason;
+
+  DecodeOptions strict;
+  strict.maxPixels = 1000;
+  const std::vector<char> small = toBytes(*makeImage(spec));
+  expectReason(decodeBuffer(small.data(), small.size(), strict), DecodeOutcome::Failed,
+               "(limit 1000 pixels)");
 }
 
 TEST(BadInput, DimensionsLargerThanThePixelData) {

@@ -66,10 +66,10 @@ struct DecodeReport {
 };
 
 struct DecodeOptions {
-  int size = 0;                      // 0: keep the native size; else letterbox into size x size
-  bool keepColour = true;            // false: colour images are converted to luminance
-  double percentileClip = 0.005;     // fraction excluded at each end by the percentile window
-  std::size_t maxPixels = 1u << 28;  // larger images are refused as absurd (268 million pixels)
+  int size = 0;                             // 0: keep the native size; else letterbox into size x size
+  bool keepColour = true;                   // false: colour images are converted to luminance
+  double percentileClip = 0.005;            // fraction excluded at each end by the percentile window
+  std::size_t maxPixels = kMaxImagePixels;  // larger images are refused as absurd (see image.h)
   // Plain greyscale normally takes a lookup-table path; this forces DCMTK's general renderer (tests,
   // benchmarks).
   bool forceDcmtkRenderer = false;

@@ -25,6 +25,11 @@ struct Image {
   }
 };
 
+// Images larger than this are refused as absurd, by the decoder and the PNG reader alike: 67 million
+// pixels, over twice the largest projection radiographs (mammography and long-leg films reach about 30),
+// and it bounds the memory one hostile header can make us allocate.
+constexpr std::size_t kMaxImagePixels = std::size_t{1} << 26;
+
 // A rectangle inside an image, in pixels.
 struct Rect {
   int x = 0;
