@@ -7,8 +7,13 @@ namespace comcl::imaging::detail {
 
 namespace {
 
+// Tables are indexed by the stored bits only (the raw sample masked to BitsStored): bits above them carry
+// nothing (overlays, garbage), and a 12-bit film needs 4,096 entries rather than 65,536.
 std::size_t tableSize(const GreyFormat& f) {
-  return f.bitsAllocated == 8 ? 256u : 65536u;
+  return std::size_t{1} << f.bitsStored;
+}
+std::uint32_t storedMask(const GreyFormat& f) {
+  return static_cast<std::uint32_t>(tableSize(f) - 1);
 }
 
 std::int64_t storedValue(const GreyFormat& f, std::uint32_t raw) {
@@ -36,15 +41,16 @@ double applyWindow(const Window& w, double x) {
 }
 
 template <typename Sample>
-void countSamples(const Sample* raw, std::size_t count, std::vector<std::uint32_t>& histogram) {
+void countSamples(const Sample* raw, std::size_t count, std::uint32_t mask,
+                  std::vector<std::uint32_t>& histogram) {
   for (std::size_t i = 0; i < count; ++i)
-    ++histogram[raw[i]];
+    ++histogram[raw[i] & mask];
 }
 
 template <typename Sample>
-void mapSamples(const Sample* raw, std::size_t count, const float* lut, float* out) {
+void mapSamples(const Sample* raw, std::size_t count, std::uint32_t mask, const float* lut, float* out) {
   for (std::size_t i = 0; i < count; ++i)
-    out[i] = lut[raw[i]];
+    out[i] = lut[raw[i] & mask];
 }
 
 }  // namespace
@@ -57,9 +63,9 @@ Window percentileWindow(const GreyFormat& format, const void* raw, std::size_t c
   // Histogram of raw samples, folded into stored values, walked in increasing modality order.
   std::vector<std::uint32_t> rawCounts(tableSize(format), 0);
   if (format.bitsAllocated == 8) {
-    countSamples(static_cast<const std::uint8_t*>(raw), count, rawCounts);
+    countSamples(static_cast<const std::uint8_t*>(raw), count, storedMask(format), rawCounts);
   } else {
-    countSamples(static_cast<const std::uint16_t*>(raw), count, rawCounts);
+    countSamples(static_cast<const std::uint16_t*>(raw), count, storedMask(format), rawCounts);
   }
   const std::int64_t lowest = format.isSigned ? -(std::int64_t{1} << (format.bitsStored - 1)) : 0;
   const std::size_t levels = std::size_t{1} << format.bitsStored;
@@ -112,9 +118,11 @@ Image applyLut(const GreyFormat& format, const void* raw, int width, int height,
   Image out(width, height, 1);
   const std::size_t count = out.pixels.size();
   if (format.bitsAllocated == 8) {
-    mapSamples(static_cast<const std::uint8_t*>(raw), count, lut.data(), out.pixels.data());
+    mapSamples(static_cast<const std::uint8_t*>(raw), count, storedMask(format), lut.data(),
+               out.pixels.data());
   } else {
-    mapSamples(static_cast<const std::uint16_t*>(raw), count, lut.data(), out.pixels.data());
+    mapSamples(static_cast<const std::uint16_t*>(raw), count, storedMask(format), lut.data(),
+               out.pixels.data());
   }
   return out;
 }

@@ -35,7 +35,8 @@ double modalityValue(const GreyFormat& format, std::uint32_t raw);
 // (LinearExact, so that the quantiles map to exactly 0 and 1).
 Window percentileWindow(const GreyFormat& format, const void* raw, std::size_t count, double clip);
 
-// Output in [0, 1] (bright = dense) for every raw sample value: 256 or 65536 entries.
+// Output in [0, 1] (bright = dense) for every stored value: 2^BitsStored entries, indexed by the raw
+// sample masked to its stored bits.
 std::vector<float> buildLut(const GreyFormat& format, const Window& window);
 
 // Maps width * height raw samples through the table into a single-channel image.

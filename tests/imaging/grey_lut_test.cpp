@@ -66,7 +66,7 @@ TEST(GreyLut, LinearWindowMatchesTheStandardAndMonochrome1Inverts) {
   w.center = 2048;
   w.width = 1001;
   const std::vector<float> lut = buildLut(f, w);
-  ASSERT_EQ(lut.size(), 65536u);
+  ASSERT_EQ(lut.size(), 4096u);  // indexed by the 12 stored bits
   EXPECT_FLOAT_EQ(lut[1000], 0.0f);
   EXPECT_FLOAT_EQ(lut[3000], 1.0f);
   EXPECT_NEAR(lut[2048], (2048 - 2047.5) / 1000.0 + 0.5, 1e-6);
@@ -74,6 +74,19 @@ TEST(GreyLut, LinearWindowMatchesTheStandardAndMonochrome1Inverts) {
   const std::vector<float> inverted = buildLut(f, w);
   for (int v : {1000, 1800, 2048, 2300, 3000})
     EXPECT_NEAR(inverted[v], 1.0f - lut[v], 1e-6) << v;
+}
+
+TEST(GreyLut, BitsAboveBitsStoredDoNotChangeTheOutput) {
+  GreyFormat f;  // 16 allocated, 12 stored
+  Window w;
+  w.center = 2048;
+  w.width = 4096;
+  const std::vector<float> lut = buildLut(f, w);
+  const std::uint16_t raw[4] = {0x0005, 0xF005, 0x0800, 0x8800};  // garbage in bits 12-15 of two samples
+  const Image image = applyLut(f, raw, 4, 1, lut);
+  EXPECT_EQ(image.at(0, 0), image.at(1, 0));
+  EXPECT_EQ(image.at(2, 0), image.at(3, 0));
+  EXPECT_LT(image.at(0, 0), image.at(2, 0));
 }
 
 TEST(GreyLut, EightBitTablesHave256Entries) {
