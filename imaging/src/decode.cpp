@@ -188,26 +188,17 @@ std::optional<DecodeResult> checkPixelDescription(DcmDataset& ds, const DicomMet
   return std::nullopt;
 }
 
-// Copies DicomImage's rendered output into a float image in [0, 1].
+// DicomImage renders in host byte order; dequantise() reads little-endian samples.
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "16-bit rendered output is read as little-endian");
+
+// DicomImage's rendered output (interleaved 8-bit RGB, or 16-bit grey) as a float image in [0, 1].
 Image renderedToImage(DicomImage& dimg, bool colour) {
-  const int width = static_cast<int>(dimg.getWidth());
-  const int height = static_cast<int>(dimg.getHeight());
-  if (colour) {
-    const auto* rgb = static_cast<const std::uint8_t*>(dimg.getOutputData(8, 0, 0));  // interleaved RGB
-    if (rgb == nullptr)
-      return {};
-    Image out(width, height, 3);
-    for (std::size_t i = 0; i < out.pixels.size(); ++i)
-      out.pixels[i] = rgb[i] * (1.0f / 255.0f);
-    return out;
-  }
-  const auto* grey = static_cast<const std::uint16_t*>(dimg.getOutputData(16, 0, 0));
-  if (grey == nullptr)
+  const int bits = colour ? 8 : 16;
+  const void* rendered = dimg.getOutputData(bits, 0, 0);
+  if (rendered == nullptr)
     return {};
-  Image out(width, height, 1);
-  for (std::size_t i = 0; i < out.pixels.size(); ++i)
-    out.pixels[i] = grey[i] * (1.0f / 65535.0f);
-  return out;
+  return dequantise(static_cast<const std::uint8_t*>(rendered), static_cast<int>(dimg.getWidth()),
+                    static_cast<int>(dimg.getHeight()), bits, colour ? 3 : 1);
 }
 
 // The general renderer: DCMTK's DicomImage handles colour models, LUT sequences and unusual bit layouts.

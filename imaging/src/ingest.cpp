@@ -21,6 +21,19 @@ std::array<unsigned int, 5> sha1Words(const void* data, std::size_t size) {
   return {digest[0], digest[1], digest[2], digest[3], digest[4]};
 }
 
+// The digest as eight hex digits per 32-bit word, words joined by `separator`.
+std::string hexWords(const std::array<unsigned int, 5>& words, const char* separator) {
+  std::string hex;
+  char group[9];
+  for (std::size_t i = 0; i < words.size(); ++i) {
+    std::snprintf(group, sizeof group, "%08x", words[i]);
+    if (i > 0)
+      hex += separator;
+    hex += group;
+  }
+  return hex;
+}
+
 std::string joinMissing(const std::vector<std::string>& missing) {
   std::string out;
   for (const auto& tag : missing) {
@@ -64,27 +77,11 @@ storage::InstanceRecord recordFor(const DecodeResult& decoded, const std::string
 std::string orthancInstanceId(const std::string& patientId, const std::string& studyUid,
                               const std::string& seriesUid, const std::string& sopUid) {
   const std::string key = patientId + "|" + studyUid + "|" + seriesUid + "|" + sopUid;
-  const auto words = sha1Words(key.data(), key.size());
-  std::string id;
-  char group[9];
-  for (std::size_t i = 0; i < words.size(); ++i) {
-    std::snprintf(group, sizeof group, "%08x", words[i]);
-    if (i > 0)
-      id += '-';
-    id += group;
-  }
-  return id;
+  return hexWords(sha1Words(key.data(), key.size()), "-");
 }
 
 std::string sha1Hex(const void* data, std::size_t size) {
-  const auto words = sha1Words(data, size);
-  std::string hex;
-  char group[9];
-  for (unsigned int word : words) {
-    std::snprintf(group, sizeof group, "%08x", word);
-    hex += group;
-  }
-  return hex;
+  return hexWords(sha1Words(data, size), "");
 }
 
 storage::DecodeState toDecodeState(DecodeOutcome outcome) {
