@@ -17,23 +17,25 @@ const std::string kInstanceColumns =
     "frames,"
     " bits_stored, transfer_syntax_uid, photometric, decode_state, decode_reason, metadata_issues, "
     "cache_slot,"
-    " content_x, content_y, content_width, content_height";
-// The same fields in ?1..?26 order, for INSERT and UPDATE.
+    " content_x, content_y, content_width, content_height, patient_resource_id, study_resource_id,"
+    " series_resource_id";
+// The same fields in ?1..?29 order, for INSERT and UPDATE.
 const std::string kInsertInstance =
     "INSERT INTO instances (resource_id, source, sop_instance_uid, series_instance_uid, study_instance_uid,"
     " sop_class_uid, patient_key, study_date, view_position, laterality, modality, body_part, image_rows,"
     " image_cols, frames, bits_stored, transfer_syntax_uid, photometric, decode_state, decode_reason,"
-    " metadata_issues, cache_slot, content_x, content_y, content_width, content_height, created_at, "
-    "updated_at)"
+    " metadata_issues, cache_slot, content_x, content_y, content_width, content_height, patient_resource_id,"
+    " study_resource_id, series_resource_id, created_at, updated_at)"
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21,"
-    " ?22, ?23, ?24, ?25, ?26, " COMCL_NOW ", " COMCL_NOW ")";
+    " ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, " COMCL_NOW ", " COMCL_NOW ")";
 const std::string kUpdateInstance =
     "UPDATE instances SET resource_id = ?1, source = ?2, sop_instance_uid = ?3, series_instance_uid = ?4,"
     " study_instance_uid = ?5, sop_class_uid = ?6, patient_key = ?7, study_date = ?8, view_position = ?9,"
     " laterality = ?10, modality = ?11, body_part = ?12, image_rows = ?13, image_cols = ?14, frames = ?15,"
     " bits_stored = ?16, transfer_syntax_uid = ?17, photometric = ?18, decode_state = ?19,"
     " decode_reason = ?20, metadata_issues = ?21, cache_slot = ?22, content_x = ?23, content_y = ?24,"
-    " content_width = ?25, content_height = ?26, updated_at = " COMCL_NOW " WHERE id = ?27";
+    " content_width = ?25, content_height = ?26, patient_resource_id = ?27, study_resource_id = ?28,"
+    " series_resource_id = ?29, updated_at = " COMCL_NOW " WHERE id = ?30";
 const std::string kSelectSlotByResource = "SELECT id, cache_slot FROM instances WHERE resource_id = ?";
 const std::string kSelectSlotById = "SELECT cache_slot FROM instances WHERE id = ?";
 const std::string kSelectByResource = "SELECT " + kInstanceColumns + " FROM instances WHERE resource_id = ?";
@@ -42,6 +44,20 @@ const std::string kSelectByPatient =
     "SELECT " + kInstanceColumns + " FROM instances WHERE patient_key = ? ORDER BY id";
 const std::string kSelectByStudy =
     "SELECT " + kInstanceColumns + " FROM instances WHERE study_instance_uid = ? ORDER BY id";
+const std::string kSelectByStudyResource =
+    "SELECT " + kInstanceColumns + " FROM instances WHERE study_resource_id = ? ORDER BY id";
+// Rows under an Orthanc resource, for removeInstancesUnder: id, resource_id, cache_slot, study_resource_id.
+#define COMCL_ROWS_UNDER "SELECT id, resource_id, cache_slot, study_resource_id FROM instances WHERE "
+const char* const kRowsUnderPatient = COMCL_ROWS_UNDER "patient_resource_id = ? ORDER BY id";
+const char* const kRowsUnderStudy = COMCL_ROWS_UNDER "study_resource_id = ? ORDER BY id";
+const char* const kRowsUnderSeries = COMCL_ROWS_UNDER "series_resource_id = ? ORDER BY id";
+const char* const kRowsUnderInstance = COMCL_ROWS_UNDER "resource_id = ? ORDER BY id";
+#undef COMCL_ROWS_UNDER
+const char* const kDeleteAnnotation = "DELETE FROM study_annotations WHERE study_resource_id = ?";
+const char* const kCountByState = "SELECT decode_state, COUNT(*) FROM instances GROUP BY decode_state";
+const char* const kSelectPredictionsOfModel =
+    "SELECT instance_id, model_version, finding, score FROM predictions WHERE instance_id = ?"
+    " AND model_version = ? ORDER BY finding";
 const std::string kFreeSlot =
     "INSERT OR IGNORE INTO free_cache_slots (slot, freed_at) VALUES (?, " COMCL_NOW ")";
 const std::string kTakeSlot = "DELETE FROM free_cache_slots WHERE slot = ?";
@@ -87,7 +103,10 @@ void bindRecord(Statement& s, const InstanceRecord& r) {
       .bind(23, r.contentX)
       .bind(24, r.contentY)
       .bind(25, r.contentWidth)
-      .bind(26, r.contentHeight);
+      .bind(26, r.contentHeight)
+      .bind(27, r.patientResourceId)
+      .bind(28, r.studyResourceId)
+      .bind(29, r.seriesResourceId);
 }
 
 InstanceRecord readRecord(const Statement& s) {
@@ -119,6 +138,9 @@ InstanceRecord readRecord(const Statement& s) {
   r.contentY = static_cast<int>(s.columnInt(24));
   r.contentWidth = static_cast<int>(s.columnInt(25));
   r.contentHeight = static_cast<int>(s.columnInt(26));
+  r.patientResourceId = s.columnText(27);
+  r.studyResourceId = s.columnText(28);
+  r.seriesResourceId = s.columnText(29);
   return r;
 }
 
@@ -151,6 +173,62 @@ ModelVersionRecord readModel(const Statement& s) {
   m.metricsJson = s.columnText(5);
   m.createdAt = s.columnText(6);
   return m;
+}
+
+// Adds each item of every "; "-separated list to `into`, weighted by the list's count (items trimmed of
+// spaces; empty items skipped).
+void countListItems(const std::map<std::string, std::int64_t>& lists,
+                    std::map<std::string, std::int64_t>& into) {
+  for (const auto& [list, count] : lists) {
+    std::size_t start = 0;
+    while (start <= list.size()) {
+      std::size_t end = list.find(';', start);
+      if (end == std::string::npos) {
+        end = list.size();
+      }
+      std::size_t first = start;
+      std::size_t last = end;
+      while (first < last && list[first] == ' ') {
+        ++first;
+      }
+      while (last > first && list[last - 1] == ' ') {
+        --last;
+      }
+      if (last > first) {
+        into[list.substr(first, last - first)] += count;
+      }
+      start = end + 1;
+    }
+  }
+}
+
+const char* rowsUnderSql(ResourceLevel level) {
+  switch (level) {
+    case ResourceLevel::Patient:
+      return kRowsUnderPatient;
+    case ResourceLevel::Study:
+      return kRowsUnderStudy;
+    case ResourceLevel::Series:
+      return kRowsUnderSeries;
+    case ResourceLevel::Instance:
+      return kRowsUnderInstance;
+  }
+  throw std::invalid_argument("unknown resource level");
+}
+
+StudyAnnotationRecord readAnnotation(const Statement& s) {
+  StudyAnnotationRecord a;
+  a.studyResourceId = s.columnText(0);
+  a.studyInstanceUid = s.columnText(1);
+  a.fingerprint = s.columnText(2);
+  if (auto version = s.columnOptionalInt(3)) {
+    a.modelVersion = static_cast<int>(*version);
+  }
+  a.qualityFlag = s.columnOptionalText(4);
+  a.reportJson = s.columnText(5);
+  a.srInstanceId = s.columnText(6);
+  a.annotatedAt = s.columnText(7);
+  return a;
 }
 
 TrainingRunRecord readRun(const Statement& s) {
@@ -263,7 +341,7 @@ std::int64_t Index::upsertLocked(const InstanceRecord& record, std::vector<SlotE
   if (existingId) {
     Use update(cached(kUpdateInstance));
     bindRecord(*update, record);
-    update->bind(27, *existingId).run();
+    update->bind(30, *existingId).run();
     id = *existingId;
   } else {
     Use insert(cached(kInsertInstance));
@@ -365,6 +443,19 @@ std::vector<InstanceRecord> Index::instancesOfStudy(std::string_view studyInstan
   return instancesWhere(kSelectByStudy, studyInstanceUid);
 }
 
+std::vector<InstanceRecord> Index::instancesOfStudyResource(std::string_view studyResourceId) {
+  return instancesWhere(kSelectByStudyResource, studyResourceId);
+}
+
+void Index::removeRowLocked(std::int64_t id, std::optional<std::int64_t> slot,
+                            std::vector<SlotEvent>& events) {
+  {
+    Use remove(cached("DELETE FROM instances WHERE id = ?"));
+    remove->bind(1, id).run();  // quality and predictions go with it (ON DELETE CASCADE)
+  }
+  changeSlotLocked(slot, std::nullopt, events);
+}
+
 bool Index::removeInstance(std::string_view resourceId) {
   std::lock_guard lock(mutex_);
   std::vector<SlotEvent> events;
@@ -380,14 +471,58 @@ bool Index::removeInstance(std::string_view resourceId) {
     id = find->columnInt(0);
     slot = find->columnOptionalInt(1);
   }
-  {
-    Use remove(cached("DELETE FROM instances WHERE id = ?"));
-    remove->bind(1, id).run();  // quality and predictions go with it (ON DELETE CASCADE)
-  }
-  changeSlotLocked(slot, std::nullopt, events);
+  removeRowLocked(id, slot, events);
   transaction.commit();
   applySlotEvents(events);
   return true;
+}
+
+std::vector<std::string> Index::removeInstancesUnder(ResourceLevel level, std::string_view resourceId) {
+  if (resourceId.empty()) {
+    throw std::invalid_argument("removing instances under an empty resource id");
+  }
+  const char* const rowsSql = rowsUnderSql(level);
+  std::lock_guard lock(mutex_);
+  std::vector<SlotEvent> events;
+  Transaction transaction(connection_);
+  struct Row {
+    std::int64_t id;
+    std::optional<std::int64_t> slot;
+  };
+  std::vector<Row> rows;
+  std::vector<std::string> removed;
+  std::set<std::string> studies;
+  {
+    Use select(cached(rowsSql));
+    select->bind(1, resourceId);
+    while (select->step()) {
+      rows.push_back({select->columnInt(0), select->columnOptionalInt(2)});
+      removed.push_back(select->columnText(1));
+      if (std::string study = select->columnText(3); !study.empty()) {
+        studies.insert(std::move(study));
+      }
+    }
+  }
+  for (const Row& row : rows) {
+    removeRowLocked(row.id, row.slot, events);
+  }
+  if (level == ResourceLevel::Study) {
+    studies.emplace(resourceId);
+  }
+  for (const std::string& study : studies) {
+    {
+      Use left(cached("SELECT 1 FROM instances WHERE study_resource_id = ? LIMIT 1"));
+      left->bind(1, study);
+      if (left->step()) {
+        continue;  // the study still has instances: it was not removed
+      }
+    }
+    Use remove(cached(kDeleteAnnotation));
+    remove->bind(1, study).run();
+  }
+  transaction.commit();
+  applySlotEvents(events);
+  return removed;
 }
 
 std::int64_t Index::instanceCount() {
@@ -426,47 +561,65 @@ IndexSummary Index::summary() {
     summary.studies = totals->columnInt(3);
     summary.series = totals->columnInt(4);
   }
-  const auto fill = [this](const char* sql, std::map<std::string, std::int64_t>& into) {
-    Use group(cached(sql));
-    while (group->step()) {
-      into[group->columnText(0)] += group->columnInt(1);
-    }
-  };
-  fill("SELECT decode_state, COUNT(*) FROM instances GROUP BY decode_state", summary.byState);
-  fill(
+  summary.byState = countsLocked(kCountByState);
+  summary.views = countsLocked(
       "SELECT COALESCE(view_position, ''), COUNT(*) FROM instances WHERE decode_state = 'decoded'"
-      " GROUP BY 1",
-      summary.views);
-  fill(
+      " GROUP BY 1");
+  summary.modalities = countsLocked(
       "SELECT COALESCE(modality, ''), COUNT(*) FROM instances WHERE decode_state = 'decoded'"
-      " GROUP BY 1",
-      summary.modalities);
-  fill("SELECT decode_reason, COUNT(*) FROM instances WHERE decode_state <> 'decoded' GROUP BY 1",
-       summary.problemReasons);
-  std::map<std::string, std::int64_t> issueLists;
-  fill("SELECT metadata_issues, COUNT(*) FROM instances WHERE metadata_issues <> '' GROUP BY 1", issueLists);
-  for (const auto& [list, count] : issueLists) {
-    std::size_t start = 0;
-    while (start <= list.size()) {
-      std::size_t end = list.find(';', start);
-      if (end == std::string::npos) {
-        end = list.size();
-      }
-      std::size_t first = start;
-      std::size_t last = end;
-      while (first < last && list[first] == ' ') {
-        ++first;
-      }
-      while (last > first && list[last - 1] == ' ') {
-        --last;
-      }
-      if (last > first) {
-        summary.metadataIssues[list.substr(first, last - first)] += count;
-      }
-      start = end + 1;
-    }
-  }
+      " GROUP BY 1");
+  summary.problemReasons = countsLocked(
+      "SELECT decode_reason, COUNT(*) FROM instances WHERE decode_state <> 'decoded' GROUP BY 1");
+  countListItems(
+      countsLocked("SELECT metadata_issues, COUNT(*) FROM instances WHERE metadata_issues <> '' GROUP BY 1"),
+      summary.metadataIssues);
   return summary;
+}
+
+std::map<std::string, std::int64_t> Index::countsLocked(std::string_view sql) {
+  std::map<std::string, std::int64_t> counts;
+  Use group(cached(sql));
+  while (group->step()) {
+    counts[group->columnText(0)] += group->columnInt(1);
+  }
+  return counts;
+}
+
+std::map<std::string, std::int64_t> Index::decodeStateCounts() {
+  std::lock_guard lock(mutex_);
+  return countsLocked(kCountByState);
+}
+
+std::map<std::string, std::int64_t> Index::qualityFlagCounts() {
+  std::lock_guard lock(mutex_);
+  return countsLocked("SELECT COALESCE(flag, ''), COUNT(*) FROM quality GROUP BY 1");
+}
+
+std::map<std::string, std::int64_t> Index::qualityReasonCounts() {
+  std::lock_guard lock(mutex_);
+  std::map<std::string, std::int64_t> counts;
+  countListItems(countsLocked("SELECT reasons, COUNT(*) FROM quality WHERE reasons <> '' GROUP BY 1"),
+                 counts);
+  return counts;
+}
+
+std::int64_t Index::putInstanceWithQuality(const InstanceRecord& record,
+                                           const std::optional<QualityRecord>& quality) {
+  std::lock_guard lock(mutex_);
+  std::vector<SlotEvent> events;
+  Transaction transaction(connection_);
+  const std::int64_t id = upsertLocked(record, events);
+  if (quality) {
+    QualityRecord q = *quality;
+    q.instanceId = id;
+    putQualityLocked(q);
+  } else {
+    Use remove(cached("DELETE FROM quality WHERE instance_id = ?"));
+    remove->bind(1, id).run();
+  }
+  transaction.commit();
+  applySlotEvents(events);
+  return id;
 }
 
 // --- cache slots
@@ -514,13 +667,17 @@ void Index::releaseCacheSlot(std::int64_t slot) {
 
 void Index::putQuality(const QualityRecord& q) {
   std::lock_guard lock(mutex_);
+  putQualityLocked(q);
+}
+
+void Index::putQualityLocked(const QualityRecord& q) {
   Use put(cached(
       "INSERT INTO quality (instance_id, sharpness, noise, contrast, clip_low, clip_high, dynamic_range,"
-      " mean_intensity, flag, reasons, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
-      "?10, " COMCL_NOW
+      " mean_intensity, flag, reasons, body_clip_low, body_clip_high, body_mean, updated_at)"
+      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, " COMCL_NOW
       ") ON CONFLICT (instance_id) DO UPDATE SET sharpness = ?2, noise = ?3, contrast = ?4, clip_low = ?5,"
       " clip_high = ?6, dynamic_range = ?7, mean_intensity = ?8, flag = ?9, reasons = ?10,"
-      " updated_at = " COMCL_NOW));
+      " body_clip_low = ?11, body_clip_high = ?12, body_mean = ?13, updated_at = " COMCL_NOW));
   put->bind(1, q.instanceId)
       .bind(2, q.sharpness)
       .bind(3, q.noise)
@@ -531,6 +688,9 @@ void Index::putQuality(const QualityRecord& q) {
       .bind(8, q.meanIntensity)
       .bind(9, q.flag)
       .bind(10, q.reasons)
+      .bind(11, q.bodyClipLow)
+      .bind(12, q.bodyClipHigh)
+      .bind(13, q.bodyMean)
       .run();
 }
 
@@ -538,7 +698,7 @@ std::optional<QualityRecord> Index::quality(std::int64_t instanceId) {
   std::lock_guard lock(mutex_);
   Use get(cached(
       "SELECT instance_id, sharpness, noise, contrast, clip_low, clip_high, dynamic_range, mean_intensity,"
-      " flag, reasons FROM quality WHERE instance_id = ?"));
+      " flag, reasons, body_clip_low, body_clip_high, body_mean FROM quality WHERE instance_id = ?"));
   get->bind(1, instanceId);
   if (!get->step()) {
     return std::nullopt;
@@ -554,6 +714,9 @@ std::optional<QualityRecord> Index::quality(std::int64_t instanceId) {
   q.meanIntensity = get->columnDouble(7);
   q.flag = get->columnOptionalText(8);
   q.reasons = get->columnText(9);
+  q.bodyClipLow = get->columnDouble(10);
+  q.bodyClipHigh = get->columnDouble(11);
+  q.bodyMean = get->columnDouble(12);
   return q;
 }
 
@@ -621,6 +784,81 @@ std::vector<PredictionRecord> Index::predictions(std::int64_t instanceId) {
         {get->columnInt(0), static_cast<int>(get->columnInt(1)), get->columnText(2), get->columnDouble(3)});
   }
   return result;
+}
+
+std::vector<PredictionRecord> Index::predictionsOfModel(std::int64_t instanceId, int modelVersion) {
+  std::lock_guard lock(mutex_);
+  Use get(cached(kSelectPredictionsOfModel));
+  get->bind(1, instanceId).bind(2, modelVersion);
+  std::vector<PredictionRecord> result;
+  while (get->step()) {
+    result.push_back(
+        {get->columnInt(0), static_cast<int>(get->columnInt(1)), get->columnText(2), get->columnDouble(3)});
+  }
+  return result;
+}
+
+// --- study annotations
+
+void Index::putStudyAnnotation(const StudyAnnotationRecord& a) {
+  if (a.studyResourceId.empty()) {
+    throw std::invalid_argument("study annotation without a study resource id");
+  }
+  std::lock_guard lock(mutex_);
+  Use put(cached(
+      "INSERT INTO study_annotations (study_resource_id, study_instance_uid, fingerprint, model_version,"
+      " quality_flag, report_json, sr_instance_id, annotated_at)"
+      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, COALESCE(NULLIF(?8, ''), " COMCL_NOW
+      "))"
+      " ON CONFLICT (study_resource_id) DO UPDATE SET study_instance_uid = ?2, fingerprint = ?3,"
+      " model_version = ?4, quality_flag = ?5, report_json = ?6, sr_instance_id = ?7,"
+      " annotated_at = COALESCE(NULLIF(?8, ''), " COMCL_NOW ")"));
+  put->bind(1, a.studyResourceId)
+      .bind(2, a.studyInstanceUid)
+      .bind(3, a.fingerprint)
+      .bind(4, a.modelVersion)
+      .bind(5, a.qualityFlag)
+      .bind(6, a.reportJson)
+      .bind(7, a.srInstanceId)
+      .bind(8, a.annotatedAt)
+      .run();
+}
+
+std::optional<StudyAnnotationRecord> Index::studyAnnotation(std::string_view studyResourceId) {
+  std::lock_guard lock(mutex_);
+  Use get(cached(
+      "SELECT study_resource_id, study_instance_uid, fingerprint, model_version, quality_flag,"
+      " report_json, sr_instance_id, annotated_at FROM study_annotations WHERE study_resource_id = ?"));
+  get->bind(1, studyResourceId);
+  if (!get->step()) {
+    return std::nullopt;
+  }
+  return readAnnotation(*get);
+}
+
+bool Index::removeStudyAnnotation(std::string_view studyResourceId) {
+  std::lock_guard lock(mutex_);
+  Use remove(cached(kDeleteAnnotation));
+  remove->bind(1, studyResourceId).run();
+  return connection_.changes() > 0;
+}
+
+std::vector<std::string> Index::reportInstanceIds() {
+  std::lock_guard lock(mutex_);
+  Use get(cached(
+      "SELECT sr_instance_id FROM study_annotations WHERE sr_instance_id <> '' ORDER BY sr_instance_id"));
+  std::vector<std::string> result;
+  while (get->step()) {
+    result.push_back(get->columnText(0));
+  }
+  return result;
+}
+
+std::int64_t Index::studyAnnotationCount() {
+  std::lock_guard lock(mutex_);
+  Use count(cached("SELECT COUNT(*) FROM study_annotations"));
+  count->step();
+  return count->columnInt(0);
 }
 
 // --- splits

@@ -1,5 +1,6 @@
 #include "comcl/storage/schema.h"
 
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -132,6 +133,33 @@ CREATE TABLE free_cache_slots (
   freed_at TEXT NOT NULL
 );
 )sql",
+      // v2: Orthanc parent ids of each instance, quality inside the body region, the plugin's study
+      // annotations (report and stored SR), and an index for counts by decode state.
+      R"sql(
+ALTER TABLE instances ADD COLUMN patient_resource_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE instances ADD COLUMN study_resource_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE instances ADD COLUMN series_resource_id TEXT NOT NULL DEFAULT '';
+CREATE INDEX instances_patient_resource ON instances (patient_resource_id);
+CREATE INDEX instances_study_resource ON instances (study_resource_id);
+CREATE INDEX instances_series_resource ON instances (series_resource_id);
+CREATE INDEX instances_decode_state ON instances (decode_state);
+
+ALTER TABLE quality ADD COLUMN body_clip_low REAL NOT NULL DEFAULT 0;
+ALTER TABLE quality ADD COLUMN body_clip_high REAL NOT NULL DEFAULT 0;
+ALTER TABLE quality ADD COLUMN body_mean REAL NOT NULL DEFAULT 0;
+
+CREATE TABLE study_annotations (
+  study_resource_id  TEXT    PRIMARY KEY,
+  study_instance_uid TEXT    NOT NULL DEFAULT '',
+  fingerprint        TEXT    NOT NULL,
+  model_version      INTEGER,
+  quality_flag       TEXT    CHECK (quality_flag IS NULL OR quality_flag IN ('good', 'usable', 'reject')),
+  report_json        TEXT    NOT NULL,
+  sr_instance_id     TEXT    NOT NULL DEFAULT '',
+  annotated_at       TEXT    NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX study_annotations_sr ON study_annotations (sr_instance_id);
+)sql",
   };
   return scripts;
 }
@@ -168,11 +196,19 @@ int schemaVersion(Connection& connection) {
 }
 
 int migrate(Connection& connection) {
+  return migrate(connection, currentSchemaVersion());
+}
+
+int migrate(Connection& connection, int targetVersion) {
+  if (targetVersion < 1 || targetVersion > currentSchemaVersion()) {
+    throw std::invalid_argument("schema version " + std::to_string(targetVersion) + " is not in 1.." +
+                                std::to_string(currentSchemaVersion()));
+  }
   const int found = readVersion(connection);
   if (found > currentSchemaVersion()) {
     refuseNewer(connection, found);
   }
-  if (found == currentSchemaVersion()) {
+  if (found >= targetVersion) {
     return found;  // up to date: no write lock taken
   }
   // One transaction per step; the version is re-read inside it so that two processes opening the same
@@ -186,7 +222,7 @@ int migrate(Connection& connection) {
     if (version > currentSchemaVersion()) {
       refuseNewer(connection, version);
     }
-    if (version == currentSchemaVersion()) {
+    if (version >= targetVersion) {
       transaction.commit();
       break;
     }

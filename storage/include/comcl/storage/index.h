@@ -31,7 +31,11 @@ DecodeState decodeStateFromString(std::string_view text);  // throws std::invali
 struct InstanceRecord {
   std::int64_t id = 0;     // row id, set by the index
   std::string resourceId;  // Orthanc public id, or "sha1:<hex of file bytes>" for files without UIDs
-  std::string source;      // file path for offline indexing, "orthanc" for the plugin
+  // Orthanc public ids of the parent resources; "" when unknown (offline indexing, rows from schema v1).
+  std::string patientResourceId;
+  std::string studyResourceId;
+  std::string seriesResourceId;
+  std::string source;  // file path for offline indexing, "orthanc" for the plugin
   std::string sopInstanceUid;
   std::string seriesInstanceUid;
   std::string studyInstanceUid;
@@ -70,6 +74,10 @@ struct QualityRecord {
   double meanIntensity = 0;         // 0..1
   std::optional<std::string> flag;  // good / usable / reject (set by the plugin's thresholds)
   std::string reasons;              // "; "-separated
+  // The same measures inside the body region (background and collimation excluded); 0 for rows from v1.
+  double bodyClipLow = 0;   // fraction of body pixels at the black extreme
+  double bodyClipHigh = 0;  // fraction of body pixels at the white extreme
+  double bodyMean = 0;      // mean intensity inside the body, 0..1
 };
 
 struct LabelRecord {
@@ -108,6 +116,21 @@ struct TrainingRunRecord {
   std::optional<int> modelVersion;
 };
 
+// What the plugin wrote for one Orthanc study: the report, and the DICOM SR it stored (if any).
+struct StudyAnnotationRecord {
+  std::string studyResourceId;  // Orthanc public id of the study (the key)
+  std::string studyInstanceUid;
+  std::string fingerprint;                 // of the inputs the report was made from (to detect staleness)
+  std::optional<int> modelVersion;         // empty: no model was used
+  std::optional<std::string> qualityFlag;  // good / usable / reject, or empty
+  std::string reportJson;
+  std::string srInstanceId;  // Orthanc id of the stored DICOM SR, "" if none
+  std::string annotatedAt;   // ISO-8601 UTC; set to now by putStudyAnnotation when empty
+};
+
+// Orthanc's resource levels, for removing everything under a deleted resource.
+enum class ResourceLevel { Patient, Study, Series, Instance };
+
 struct IndexSummary {
   // Counts over all rows unless marked "decoded": patients/studies/series/views/modalities count decoded
   // images only; empty UIDs and missing patient keys are not counted as a patient/study/series.
@@ -145,13 +168,30 @@ class Index {
   // Rows in id order.
   std::vector<InstanceRecord> instancesOfPatient(std::string_view patientKey);
   std::vector<InstanceRecord> instancesOfStudy(std::string_view studyInstanceUid);
+  std::vector<InstanceRecord> instancesOfStudyResource(std::string_view studyResourceId);
   // Points an existing row at `slot` (or none), freeing its previous slot as upsertInstance does (e.g. to
   // attach pixels cached after the row was written). Returns false if there is no such row.
   bool setCacheSlot(std::int64_t instanceId, std::optional<std::int64_t> slot);
   // Removes the row and what hangs off it (quality, predictions); its cache slot becomes reusable.
   bool removeInstance(std::string_view resourceId);
+  // Removes, in one transaction, every row under the Orthanc resource `resourceId` of that level (matched by
+  // patient/study/series resource id; Instance: the row whose resourceId it is), as removeInstance does
+  // (quality and predictions go, cache slots become reusable). Also removes the study annotation of every
+  // study left without instance rows by the removal, and for level Study the annotation of `resourceId`
+  // even when no row was under it. Returns the removed rows' resource ids in id order (empty for an unknown
+  // id). Throws std::invalid_argument for an empty id.
+  std::vector<std::string> removeInstancesUnder(ResourceLevel level, std::string_view resourceId);
   std::int64_t instanceCount();
   IndexSummary summary();
+  std::map<std::string, std::int64_t> decodeStateCounts();    // decode state name -> rows
+  std::map<std::string, std::int64_t> qualityFlagCounts();    // quality flag -> rows ("" = no flag)
+  std::map<std::string, std::int64_t> qualityReasonCounts();  // each "; "-separated quality reason -> rows
+
+  // Upserts the row (as upsertInstance) and sets its quality in one transaction, so that a row never lacks
+  // the quality written with it: `quality` is stored with instanceId set to the row id, and when it is
+  // empty any earlier quality of the row is deleted. Returns the row id.
+  std::int64_t putInstanceWithQuality(const InstanceRecord& record,
+                                      const std::optional<QualityRecord>& quality);
 
   // --- image cache slots: a reserved slot is never handed out twice, and freed slots are reused.
   // Hands out the lowest freed slot, else one past every slot in use, freed or reserved in this process.
@@ -171,6 +211,14 @@ class Index {
   // --- predictions
   void putPredictions(const std::vector<PredictionRecord>& predictions);
   std::vector<PredictionRecord> predictions(std::int64_t instanceId);
+  std::vector<PredictionRecord> predictionsOfModel(std::int64_t instanceId, int modelVersion);  // by finding
+
+  // --- study annotations (one per Orthanc study)
+  void putStudyAnnotation(const StudyAnnotationRecord& record);  // inserts or replaces by study resource id
+  std::optional<StudyAnnotationRecord> studyAnnotation(std::string_view studyResourceId);
+  bool removeStudyAnnotation(std::string_view studyResourceId);  // false if there was none
+  std::vector<std::string> reportInstanceIds();                  // every non-empty srInstanceId, sorted
+  std::int64_t studyAnnotationCount();
 
   // --- patient-level split ("train" / "val" / "test"), fixed once assigned
   // Assigning the same split again is a no-op (the first seed stays); another split throws std::logic_error;
@@ -209,6 +257,10 @@ class Index {
   void changeSlotLocked(std::optional<std::int64_t> oldSlot, std::optional<std::int64_t> newSlot,
                         std::vector<SlotEvent>& events);
   void applySlotEvents(const std::vector<SlotEvent>& events);
+  void removeRowLocked(std::int64_t id, std::optional<std::int64_t> slot, std::vector<SlotEvent>& events);
+  void putQualityLocked(const QualityRecord& record);
+  // Runs a cached two-column "key, count" query into a map (`sql` as for cached()).
+  std::map<std::string, std::int64_t> countsLocked(std::string_view sql);
   void assignSplitLocked(std::string_view patientKey, std::string_view split, std::int64_t seed);
   std::vector<InstanceRecord> instancesWhere(const std::string& sql, std::string_view value);
   // Prepared once and kept; `sql` must outlive the index (string literals, static strings).

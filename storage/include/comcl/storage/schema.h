@@ -11,6 +11,10 @@ int currentSchemaVersion();
 // Brings the database to currentSchemaVersion(), one migration per transaction. Returns the version found
 // before migrating (0 for a new database).
 int migrate(Connection& connection);
+// Same, but stops at `targetVersion` (1..currentSchemaVersion()): builds the databases of older releases for
+// migration tests. A database already past `targetVersion` is left as it is. Throws std::invalid_argument
+// for a target out of range.
+int migrate(Connection& connection, int targetVersion);
 
 int schemaVersion(Connection& connection);
 
