@@ -5,6 +5,7 @@
 //   [1 -2 1; -2 4 -2; 1 -2 1] (the difference of two Laplacians) cancels smooth structure, and for Gaussian
 //   noise sigma = sqrt(pi/2) / (6 (W-2)(H-2)) * sum |I * N|.
 // Both are computed over interior pixels on the 0..255 scale, so the numbers read like 8-bit greys.
+// body*: exposure inside the central box of the content (quality.h); calibration in docs/quality.md.
 #include "comcl/imaging/quality.h"
 
 #include <algorithm>
@@ -113,6 +114,28 @@ QualityMetrics measureQuality(const Image& image, Rect content) {
   const double p1 = std::clamp(percentile(histogram, n, 0.01), lowest, highest);
   const double p99 = std::clamp(percentile(histogram, n, 0.99), lowest, highest);
   metrics.dynamicRange = std::max(0.0, p99 - p1);
+
+  // Body region: the central box of the content rectangle (at least one pixel), in the same units.
+  const int bx0 = std::min(w - 1, static_cast<int>(kBodyBoxMargin * w));
+  const int by0 = std::min(h - 1, static_cast<int>(kBodyBoxMargin * h));
+  const int bx1 = std::max(bx0 + 1, w - bx0);
+  const int by1 = std::max(by0 + 1, h - by0);
+  double bodySum = 0;
+  std::size_t bodyLow = 0;
+  std::size_t bodyHigh = 0;
+  for (int y = by0; y < by1; ++y) {
+    const float* r = row(y);
+    for (int x = bx0; x < bx1; ++x) {
+      const double v = std::clamp(static_cast<double>(r[x]), 0.0, 1.0);
+      bodySum += v;
+      bodyLow += v <= lowLimit ? 1 : 0;
+      bodyHigh += v >= highLimit ? 1 : 0;
+    }
+  }
+  const double bodyCount = static_cast<double>(bx1 - bx0) * static_cast<double>(by1 - by0);
+  metrics.bodyClipLow = static_cast<double>(bodyLow) / bodyCount;
+  metrics.bodyClipHigh = static_cast<double>(bodyHigh) / bodyCount;
+  metrics.bodyMean = bodySum / bodyCount;
 
   // Laplacian and Immerkaer's mask over interior pixels, on the 0..255 scale.
   double lapSum = 0;

@@ -4,11 +4,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <random>
 #include <stdexcept>
 #include <vector>
 
+#include "comcl/imaging/decode.h"
 #include "comcl/imaging/resize.h"
+#include "comcl/imaging/synth.h"
+#include "temp_dir.h"
 
 namespace comcl::imaging {
 namespace {
@@ -112,6 +116,9 @@ void expectSameMetrics(const QualityMetrics& a, const QualityMetrics& b, double 
   EXPECT_NEAR(a.clipHigh, b.clipHigh, tolerance);
   EXPECT_NEAR(a.dynamicRange, b.dynamicRange, tolerance);
   EXPECT_NEAR(a.meanIntensity, b.meanIntensity, tolerance);
+  EXPECT_NEAR(a.bodyClipLow, b.bodyClipLow, tolerance);
+  EXPECT_NEAR(a.bodyClipHigh, b.bodyClipHigh, tolerance);
+  EXPECT_NEAR(a.bodyMean, b.bodyMean, tolerance);
 }
 
 TEST(Quality, BlurLowersSharpnessMonotonically) {
@@ -266,6 +273,129 @@ TEST(Quality, RgbIsMeasuredAsLuminance) {
   }
   expectSameMetrics(measureQuality(rgb), measureQuality(toGrey(rgb)), 1e-12);
   EXPECT_THROW(measureQuality(Image(8, 8, 2)), std::invalid_argument);
+}
+
+// The body box of a w x h content rectangle, as quality.h defines it.
+Rect bodyBox(int w, int h) {
+  const int x0 = static_cast<int>(kBodyBoxMargin * w);
+  const int y0 = static_cast<int>(kBodyBoxMargin * h);
+  return Rect{x0, y0, w - 2 * x0, h - 2 * y0};
+}
+
+TEST(Quality, BodyMetricsIgnoreTheAirAroundTheBody) {
+  // A "patient" filling exactly the body box, in black air: the frame is mostly black, the body is not.
+  Image image(120, 80);
+  const Rect body = bodyBox(120, 80);
+  for (int y = body.y; y < body.y + body.height; ++y) {
+    for (int x = body.x; x < body.x + body.width; ++x) {
+      image.at(x, y) = (x + y) % 2 == 0 ? 0.4f : 0.6f;
+    }
+  }
+  const QualityMetrics m = measureQuality(image);
+  EXPECT_GT(m.clipLow, 0.7);
+  EXPECT_DOUBLE_EQ(m.bodyClipLow, 0.0);
+  EXPECT_DOUBLE_EQ(m.bodyClipHigh, 0.0);
+  EXPECT_NEAR(m.bodyMean, 0.5, 1e-6);
+  // Burning out part of the body shows up in the body fraction.
+  for (int y = body.y; y < body.y + body.height / 2; ++y) {
+    for (int x = body.x; x < body.x + body.width; ++x) {
+      image.at(x, y) = 0.0f;
+    }
+  }
+  const QualityMetrics burnt = measureQuality(image);
+  EXPECT_NEAR(burnt.bodyClipLow, 0.5, 1.0 / body.height);
+  EXPECT_LT(burnt.bodyMean, m.bodyMean);
+}
+
+TEST(Quality, BodyMetricsAreExactInsideTheBox) {
+  // Random greys with exact extremes; the body metrics equal the frame metrics of the box cut out.
+  Image image = texturedImage(90, 70, 21);
+  std::mt19937 rng(3);
+  for (float& v : image.pixels) {
+    const unsigned r = rng() % 10;
+    v = r == 0 ? 0.0f : r == 1 ? 1.0f : v;
+  }
+  const Rect body = bodyBox(90, 70);
+  Image part(body.width, body.height);
+  for (int y = 0; y < body.height; ++y) {
+    for (int x = 0; x < body.width; ++x) {
+      part.at(x, y) = image.at(body.x + x, body.y + y);
+    }
+  }
+  const QualityMetrics whole = measureQuality(image);
+  const QualityMetrics box = measureQuality(part);
+  EXPECT_DOUBLE_EQ(whole.bodyClipLow, box.clipLow);
+  EXPECT_DOUBLE_EQ(whole.bodyClipHigh, box.clipHigh);
+  EXPECT_NEAR(whole.bodyMean, box.meanIntensity, 1e-9);
+  EXPECT_GT(whole.bodyClipHigh, 0.05);
+  // The box follows the content rectangle of a letterboxed image.
+  const Letterboxed boxed = letterbox(image, 128);
+  const QualityMetrics inContent = measureQuality(boxed.image, boxed.content);
+  const QualityMetrics resized = measureQuality(resize(image, boxed.content.width, boxed.content.height));
+  EXPECT_NEAR(inContent.bodyClipLow, resized.bodyClipLow, 1e-12);
+  EXPECT_NEAR(inContent.bodyMean, resized.bodyMean, 1e-12);
+}
+
+TEST(Quality, FlatImageBodyMetrics) {
+  Image flat(64, 48);
+  std::fill(flat.pixels.begin(), flat.pixels.end(), 1.0f);
+  const QualityMetrics m = measureQuality(flat);
+  EXPECT_DOUBLE_EQ(m.bodyClipHigh, 1.0);
+  EXPECT_DOUBLE_EQ(m.bodyClipLow, 0.0);
+  EXPECT_NEAR(m.bodyMean, 1.0, 1e-9);
+}
+
+// Synthetic twins (same seed, same anatomy): an overexposed archive and its clean twin, frontal and lateral.
+TEST(Quality, BodyMetricsSeparateOverexposedFilmsFromTheirTwinsWhereFrameClippingDoesNot) {
+  testing::TempDir dir;
+  SynthOptions options;
+  options.patients = 6;
+  options.studiesPerPatient = 1;
+  options.size = 256;
+  options.lesionFraction = 0.0;
+  options.degradations = {Degradation::Overexposed};
+  options.encodings = {Encoding::Mono2Uint16};
+  options.seed = 5;
+  options.degradedFraction = 1.0;
+  options.outputDir = dir.file("over");
+  const std::vector<SynthImage> over = writeSyntheticArchive(options);
+  options.degradedFraction = 0.0;
+  options.outputDir = dir.file("clean");
+  const std::vector<SynthImage> clean = writeSyntheticArchive(options);
+  ASSERT_EQ(over.size(), clean.size());
+
+  DecodeOptions decode;
+  decode.size = 256;
+  auto measure = [&](const std::string& root, const SynthImage& image) {
+    const DecodeResult r = decodeFile(root + "/" + image.file, decode);
+    EXPECT_EQ(r.outcome, DecodeOutcome::Decoded) << r.reason;
+    return measureQuality(r.image, r.report.content);
+  };
+  double cleanLateralClipLow = 0;  // the most black any clean lateral film has, frame-wide
+  double overFrontalClipLow = 1;   // the least black any overexposed frontal film has, frame-wide
+  int frontal = 0;
+  for (std::size_t i = 0; i < over.size(); ++i) {
+    SCOPED_TRACE(over[i].file);
+    ASSERT_EQ(over[i].degradation, Degradation::Overexposed);
+    ASSERT_EQ(clean[i].degradation, Degradation::None);
+    const QualityMetrics o = measure(dir.file("over"), over[i]);
+    const QualityMetrics c = measure(dir.file("clean"), clean[i]);
+    if (over[i].view == "LL") {
+      cleanLateralClipLow = std::max(cleanLateralClipLow, c.clipLow);
+      // The air in front of and behind the patient is outside the body box.
+      EXPECT_LT(c.bodyClipLow, c.clipLow - 0.1);
+      continue;
+    }
+    ++frontal;
+    overFrontalClipLow = std::min(overFrontalClipLow, o.clipLow);
+    // Twin against twin: the lungs burn out inside the body and the body darkens.
+    EXPECT_GT(o.bodyClipLow, c.bodyClipLow + 0.1);
+    EXPECT_LT(o.bodyMean, c.bodyMean);
+  }
+  ASSERT_GT(frontal, 0);
+  // Frame-wide, a clean lateral film is blacker than some overexposed frontal films, so no frame-level
+  // threshold can tell them apart.
+  EXPECT_GT(cleanLateralClipLow, overFrontalClipLow);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // Image quality metrics, computed on the normalised image ([0, 1] greys), restricted to its content
-// rectangle so that letterbox padding does not count. No thresholds here: flags come from the plugin config.
+// rectangle so that letterbox padding does not count. No thresholds here: flags (good / usable / reject) are
+// in quality_flags.h, with defaults calibrated on the 256 x 256 cache image (docs/quality.md).
 #pragma once
 
 #include "comcl/imaging/image.h"
@@ -14,7 +15,17 @@ struct QualityMetrics {
   double clipHigh = 0;       // fraction of pixels at or above 254/255 (white extreme)
   double dynamicRange = 0;   // 99th minus 1st percentile of the intensities, 0..1
   double meanIntensity = 0;  // 0..1
+  // Exposure inside the body region: the central box of the content rectangle, kBodyBoxMargin of its width
+  // and height cut off on every side (the central half of each side, a quarter of the area). On chest films,
+  // frontal and lateral, that box lies inside the thorax (lungs, mediastinum, heart, spine), not in the air
+  // around the patient nor on the labels in the corners, so black there is burnt-out lung, not air.
+  double bodyClipLow = 0;   // fraction of body pixels at or below 1/255 (overexposed: lungs burnt to black)
+  double bodyClipHigh = 0;  // fraction of body pixels at or above 254/255 (underexposed: dense parts white)
+  double bodyMean = 0;      // mean intensity of the body pixels, 0..1
 };
+
+// Fraction of the content width (and height) cut off on each side to get the body region.
+constexpr double kBodyBoxMargin = 0.25;
 
 // Metrics of a single-channel image (an RGB image is converted to luminance first) inside `content`;
 // an empty rectangle means the whole image and a rectangle reaching outside the image is clipped to it.
