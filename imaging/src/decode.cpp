@@ -14,7 +14,9 @@
 #include <dcmtk/dcmimage/diregist.h>  // colour image support for DicomImage
 #include <dcmtk/dcmimgle/dcmimage.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <sstream>
 
@@ -288,8 +290,9 @@ std::optional<detail::Window> headerWindow(DcmDataset& ds) {
   return w;
 }
 
-Image renderWithLut(DcmDataset& ds, const detail::GreyFormat& format, const DicomMetadata& m,
-                    const DecodeOptions& options, DecodeReport& report, std::string& error) {
+Image renderWithLut(DcmDataset& ds, E_TransferSyntax pixelXfer, const detail::GreyFormat& format,
+                    const DicomMetadata& m, const DecodeOptions& options, DecodeReport& report,
+                    std::string& error) {
   DcmElement* element = nullptr;
   auto* pixelData =
       ds.findAndGetElement(DCM_PixelData, element).good() ? dynamic_cast<DcmPixelData*>(element) : nullptr;
@@ -302,7 +305,7 @@ Image renderWithLut(DcmDataset& ds, const detail::GreyFormat& format, const Dico
   // encapsulated data is decompressed, first frame only, into 16-bit words (DCMTK wants an even size).
   const void* samples = nullptr;
   std::vector<std::uint16_t> frame;
-  const DcmXfer xfer(ds.getOriginalXfer());
+  const DcmXfer xfer(pixelXfer);
   if (xfer.isNotEncapsulated() && format.bitsAllocated == 16) {
     Uint16* words = nullptr;
     if (pixelData->getUint16Array(words).good())
@@ -340,7 +343,152 @@ Image renderWithLut(DcmDataset& ds, const detail::GreyFormat& format, const Dico
   return detail::applyLut(format, samples, m.cols, m.rows, detail::buildLut(format, window));
 }
 
-DecodeResult decodeFileFormat(DcmFileFormat& file, bool hadPreamble, const DecodeOptions& options) {
+std::size_t bytesPerPixel(ExternalFrame::Kind kind) {
+  switch (kind) {
+    case ExternalFrame::Kind::Grey8:
+      return 1;
+    case ExternalFrame::Kind::Grey16:
+    case ExternalFrame::Kind::SignedGrey16:
+      return 2;
+    case ExternalFrame::Kind::Rgb24:
+      return 3;
+  }
+  return 0;
+}
+
+const char* kindName(ExternalFrame::Kind kind) {
+  switch (kind) {
+    case ExternalFrame::Kind::Grey8:
+      return "8-bit grey";
+    case ExternalFrame::Kind::Grey16:
+      return "16-bit grey";
+    case ExternalFrame::Kind::SignedGrey16:
+      return "signed 16-bit grey";
+    case ExternalFrame::Kind::Rgb24:
+      return "RGB";
+  }
+  return "unknown";
+}
+
+// Replaces the pixel data DCMTK cannot decode by the fallback decoder's frame as native (uncompressed)
+// pixel data, and the pixel description in `ds` and `m` by the frame's, so that the usual renderers treat
+// it exactly like an uncompressed file with the same stored values. Returns why the frame is unusable, or
+// nullopt.
+std::optional<std::string> adoptExternalFrame(DcmDataset& ds, DicomMetadata& m, const ExternalFrame& frame) {
+  const std::size_t pixelBytes = bytesPerPixel(frame.kind);
+  if (pixelBytes == 0)
+    return std::string("the fallback decoder gave a frame of an unknown kind");
+  const std::string gave = std::string("the fallback decoder gave a ") + kindName(frame.kind) + " frame";
+  if (frame.width != m.cols || frame.height != m.rows) {
+    return gave + " of " + std::to_string(frame.width) + "x" + std::to_string(frame.height) +
+           " pixels, but the header says " + std::to_string(m.cols) + "x" + std::to_string(m.rows);
+  }
+  const bool colour = frame.kind == ExternalFrame::Kind::Rgb24;
+  if (m.samplesPerPixel != (colour ? 3 : 1)) {
+    return gave + " for an image with " + std::to_string(m.samplesPerPixel) + " sample(s) per pixel (" +
+           m.photometric + ")";
+  }
+  const auto width = static_cast<std::size_t>(frame.width);
+  const auto height = static_cast<std::size_t>(frame.height);
+  const std::size_t rowBytes = width * pixelBytes;
+  if (frame.pitch < rowBytes) {
+    return gave + " with a pitch of " + std::to_string(frame.pitch) + " bytes, shorter than a row of " +
+           std::to_string(rowBytes);
+  }
+  const std::size_t needed = (height - 1) * frame.pitch + rowBytes;
+  if (frame.bytes.size() < needed) {
+    return gave + " of " + std::to_string(frame.bytes.size()) + " bytes, but " + std::to_string(frame.width) +
+           "x" + std::to_string(frame.height) + " pixels with a pitch of " + std::to_string(frame.pitch) +
+           " need " + std::to_string(needed);
+  }
+
+  const int bitsAllocated = pixelBytes == 2 ? 16 : 8;
+  const int bitsStored = colour ? 8 : std::min(m.bitsStored, bitsAllocated);
+  int pixelRepresentation = m.pixelRepresentation;
+  if (frame.kind == ExternalFrame::Kind::SignedGrey16)
+    pixelRepresentation = 1;
+  else if (colour)
+    pixelRepresentation = 0;
+
+  // Rows packed without padding, as native pixel data is; 16-bit samples stay in host byte order, as DCMTK
+  // keeps words in memory.
+  auto packRows = [&](std::uint8_t* out) {
+    for (std::size_t y = 0; y < height; ++y)
+      std::memcpy(out + y * rowBytes, frame.bytes.data() + y * frame.pitch, rowBytes);
+  };
+  delete ds.remove(DCM_PixelData);
+  delete ds.remove(DCM_NumberOfFrames);
+  OFCondition status;
+  if (bitsAllocated == 16) {
+    std::vector<Uint16> words(width * height);
+    packRows(reinterpret_cast<std::uint8_t*>(words.data()));
+    status =
+        ds.putAndInsertUint16Array(DCM_PixelData, words.data(), static_cast<unsigned long>(words.size()));
+  } else {
+    std::vector<Uint8> bytes(rowBytes * height);
+    packRows(bytes.data());
+    status = ds.putAndInsertUint8Array(DCM_PixelData, bytes.data(), static_cast<unsigned long>(bytes.size()));
+  }
+  auto put = [&](const DcmTagKey& key, int value) {
+    if (status.good())
+      status = ds.putAndInsertUint16(key, static_cast<Uint16>(value));
+  };
+  put(DCM_BitsAllocated, bitsAllocated);
+  put(DCM_BitsStored, bitsStored);
+  put(DCM_HighBit, bitsStored - 1);
+  put(DCM_PixelRepresentation, pixelRepresentation);
+  if (colour) {
+    put(DCM_PlanarConfiguration, 0);
+    if (status.good())
+      status = ds.putAndInsertString(DCM_PhotometricInterpretation, "RGB");
+  }
+  if (status.bad())
+    return std::string("cannot take over the fallback decoder's frame: ") + status.text();
+
+  m.bitsAllocated = bitsAllocated;
+  m.bitsStored = bitsStored;
+  m.pixelRepresentation = pixelRepresentation;
+  m.frames = 1;
+  if (colour)
+    m.photometric = "RGB";
+  return std::nullopt;
+}
+
+// Why DCMTK cannot decode the pixel data of `ds` (in the words of the Unsupported reason), or "".
+std::string undecodableReason(const DicomMetadata& metadata, E_TransferSyntax xfer) {
+  DcmXfer declared(metadata.transferSyntaxUid.c_str());
+  if (declared.getXfer() == EXS_Unknown)
+    return "unknown transfer syntax " + metadata.transferSyntaxUid;
+  switch (xfer) {
+    case EXS_JPEG2000LosslessOnly:
+    case EXS_JPEG2000:
+    case EXS_JPEG2000MulticomponentLosslessOnly:
+    case EXS_JPEG2000Multicomponent:
+      return std::string(DcmXfer(xfer).getXferName()) + " (" + metadata.transferSyntaxUid +
+             ") is unsupported here: DCMTK has no JPEG 2000 codec (the Orthanc plugin falls back to "
+             "Orthanc's own decoder)";
+    default:
+      break;
+  }
+  if (DcmXfer(xfer).isEncapsulated() && !DcmCodecList::canChangeCoding(xfer, EXS_LittleEndianExplicit)) {
+    return std::string("no decoder for ") + DcmXfer(xfer).getXferName() + " (" + metadata.transferSyntaxUid +
+           ")";
+  }
+  return {};
+}
+
+bool knownSyntaxName(const DicomMetadata& m) {
+  return !m.transferSyntaxName.empty() && m.transferSyntaxName != "unknown";
+}
+// "JPEG 2000 (Lossless or Lossy) (1.2.840.10008.1.2.4.91)", or "transfer syntax 1.2.3" for unknown ones.
+std::string describeSyntax(const DicomMetadata& m) {
+  if (!knownSyntaxName(m))
+    return "transfer syntax " + m.transferSyntaxUid;
+  return m.transferSyntaxName + " (" + m.transferSyntaxUid + ")";
+}
+
+DecodeResult decodeFileFormat(DcmFileFormat& file, bool hadPreamble, const void* data, std::size_t size,
+                              const DecodeOptions& options) {
   DcmDataset& ds = *file.getDataset();
   DicomMetadata metadata = readMetadata(file);
 
@@ -359,33 +507,39 @@ DecodeResult decodeFileFormat(DcmFileFormat& file, bool hadPreamble, const Decod
     return failure(DecodeOutcome::Skipped, "not an image: " + describeSopClass(metadata), metadata);
   }
 
-  DcmXfer declared(metadata.transferSyntaxUid.c_str());
-  if (declared.getXfer() == EXS_Unknown) {
-    return failure(DecodeOutcome::Unsupported, "unknown transfer syntax " + metadata.transferSyntaxUid,
-                   metadata);
-  }
-  const E_TransferSyntax xfer = ds.getOriginalXfer();
-  switch (xfer) {
-    case EXS_JPEG2000LosslessOnly:
-    case EXS_JPEG2000:
-    case EXS_JPEG2000MulticomponentLosslessOnly:
-    case EXS_JPEG2000Multicomponent:
-      return failure(DecodeOutcome::Unsupported,
-                     std::string(DcmXfer(xfer).getXferName()) + " (" + metadata.transferSyntaxUid +
-                         ") is unsupported here: DCMTK has no JPEG 2000 codec (the Orthanc plugin falls back "
-                         "to Orthanc's own decoder)",
-                     metadata);
-    default:
-      break;
-  }
-  if (DcmXfer(xfer).isEncapsulated() && !DcmCodecList::canChangeCoding(xfer, EXS_LittleEndianExplicit)) {
-    return failure(DecodeOutcome::Unsupported,
-                   std::string("no decoder for ") + DcmXfer(xfer).getXferName() + " (" +
-                       metadata.transferSyntaxUid + ")",
-                   metadata);
-  }
+  E_TransferSyntax xfer = ds.getOriginalXfer();
+  const std::string undecodable = undecodableReason(metadata, xfer);
+  if (!undecodable.empty() && !options.fallback)
+    return failure(DecodeOutcome::Unsupported, undecodable, metadata);
   if (auto problem = checkPixelDescription(ds, metadata, options))
     return std::move(*problem);
+
+  // `pixels` describes the pixel data the renderers see: the file's, or the fallback decoder's frame.
+  DicomMetadata pixels = metadata;
+  const bool useFallback = !undecodable.empty();
+  if (useFallback) {
+    std::optional<ExternalFrame> frame;
+    try {
+      frame = options.fallback(data, size, metadata);
+    } catch (const std::exception& e) {
+      return failure(DecodeOutcome::Failed,
+                     "the fallback decoder failed on " + describeSyntax(metadata) + ": " + e.what(),
+                     metadata);
+    } catch (...) {
+      return failure(DecodeOutcome::Failed,
+                     "the fallback decoder failed on " + describeSyntax(metadata) + " (unknown exception)",
+                     metadata);
+    }
+    if (!frame) {
+      return failure(DecodeOutcome::Unsupported,
+                     "no decoder for " + describeSyntax(metadata) +
+                         ": DCMTK has none and the fallback decoder could not decode it",
+                     metadata);
+    }
+    if (auto problem = adoptExternalFrame(ds, pixels, *frame))
+      return failure(DecodeOutcome::Failed, *problem, metadata);
+    xfer = EXS_LittleEndianExplicit;  // the native pixel data now in `ds`
+  }
 
   DecodeResult result;
   result.metadata = metadata;
@@ -397,11 +551,15 @@ DecodeResult decodeFileFormat(DcmFileFormat& file, bool hadPreamble, const Decod
 
   std::string error;
   Image native;
-  if (auto format = lutPathFormat(ds, metadata, options)) {
-    native = renderWithLut(ds, *format, metadata, options, report, error);
+  if (auto format = lutPathFormat(ds, pixels, options)) {
+    report.decoder = "lut";
+    native = renderWithLut(ds, xfer, *format, pixels, options, report, error);
   } else {
+    report.decoder = "dcmtk";
     native = renderWithDcmtk(ds, xfer, options, report, error);
   }
+  if (useFallback)
+    report.decoder = "fallback";
   if (native.empty())
     return failure(DecodeOutcome::Failed, error, metadata);
   const bool colour = native.channels == 3;
@@ -421,6 +579,10 @@ DecodeResult decodeFileFormat(DcmFileFormat& file, bool hadPreamble, const Decod
   result.outcome = DecodeOutcome::Decoded;
   if (metadata.frames > 1) {
     result.reason = "multi-frame: used frame 1 of " + std::to_string(metadata.frames);
+  }
+  if (useFallback) {
+    result.reason += std::string(result.reason.empty() ? "" : "; ") + "decoded by the fallback decoder: " +
+                     (knownSyntaxName(metadata) ? metadata.transferSyntaxName : describeSyntax(metadata));
   }
   return result;
 }
@@ -455,7 +617,7 @@ DecodeResult decodeBuffer(const void* data, std::size_t size, const DecodeOption
       }
       return failure(DecodeOutcome::Failed, "corrupt DICOM file" + detail);
     }
-    return decodeFileFormat(file, hadPreamble, options);
+    return decodeFileFormat(file, hadPreamble, data, size, options);
   } catch (const std::bad_alloc&) {
     return failure(DecodeOutcome::Failed, "out of memory while decoding");
   } catch (const std::exception& e) {

@@ -54,6 +54,14 @@ storage::InstanceRecord recordFor(const DecodeResult& decoded, const std::string
   r.seriesInstanceUid = m.seriesInstanceUid;
   r.studyInstanceUid = m.studyInstanceUid;
   r.sopClassUid = m.sopClassUid;
+  // Orthanc's ids of the parents, so that deleting a study or series in Orthanc finds its rows. Orthanc
+  // stores an instance only with these UIDs, and treats a missing PatientID as empty.
+  if (!m.studyInstanceUid.empty() && !m.seriesInstanceUid.empty()) {
+    const std::string patient = m.patientId.value_or("");
+    r.patientResourceId = orthancPatientId(patient);
+    r.studyResourceId = orthancStudyId(patient, m.studyInstanceUid);
+    r.seriesResourceId = orthancSeriesId(patient, m.studyInstanceUid, m.seriesInstanceUid);
+  }
   r.patientKey = m.patientId;
   r.studyDate = m.studyDate;
   r.viewPosition = m.viewPosition;
@@ -77,6 +85,21 @@ storage::InstanceRecord recordFor(const DecodeResult& decoded, const std::string
 std::string orthancInstanceId(const std::string& patientId, const std::string& studyUid,
                               const std::string& seriesUid, const std::string& sopUid) {
   const std::string key = patientId + "|" + studyUid + "|" + seriesUid + "|" + sopUid;
+  return hexWords(sha1Words(key.data(), key.size()), "-");
+}
+
+std::string orthancPatientId(const std::string& patientId) {
+  return hexWords(sha1Words(patientId.data(), patientId.size()), "-");
+}
+
+std::string orthancStudyId(const std::string& patientId, const std::string& studyUid) {
+  const std::string key = patientId + "|" + studyUid;
+  return hexWords(sha1Words(key.data(), key.size()), "-");
+}
+
+std::string orthancSeriesId(const std::string& patientId, const std::string& studyUid,
+                            const std::string& seriesUid) {
+  const std::string key = patientId + "|" + studyUid + "|" + seriesUid;
   return hexWords(sha1Words(key.data(), key.size()), "-");
 }
 
@@ -107,6 +130,7 @@ IngestOutcome Ingestor::ingest(const void* data, std::size_t size, const std::st
   decodeOptions.size = cache_.format().size;
   decodeOptions.keepColour = false;  // the cache holds single-channel images; colour becomes luminance
   decodeOptions.percentileClip = options_.percentileClip;
+  decodeOptions.fallback = options_.fallback;
   const DecodeResult decoded = decodeBuffer(data, size, decodeOptions);
   const DicomMetadata& m = decoded.metadata;
 
@@ -157,10 +181,10 @@ IngestOutcome Ingestor::ingest(const void* data, std::size_t size, const std::st
     quality = measureQuality(decoded.image, c);
   }
 
-  outcome.instanceId = index_.upsertInstance(record);
+  std::optional<storage::QualityRecord> qualityRow;
   if (quality) {
+    const QualityAssessment assessment = assessQuality(*quality, m.rows, m.cols, options_.quality);
     storage::QualityRecord q;
-    q.instanceId = outcome.instanceId;
     q.sharpness = quality->sharpness;
     q.noise = quality->noise;
     q.contrast = quality->contrast;
@@ -168,8 +192,16 @@ IngestOutcome Ingestor::ingest(const void* data, std::size_t size, const std::st
     q.clipHigh = quality->clipHigh;
     q.dynamicRange = quality->dynamicRange;
     q.meanIntensity = quality->meanIntensity;
-    index_.putQuality(q);
+    q.bodyClipLow = quality->bodyClipLow;
+    q.bodyClipHigh = quality->bodyClipHigh;
+    q.bodyMean = quality->bodyMean;
+    q.flag = toString(assessment.flag);
+    for (const std::string& reason : assessment.reasons)
+      q.reasons += (q.reasons.empty() ? "" : "; ") + reason;
+    qualityRow = q;
   }
+  // Row and quality in one transaction: a crash never leaves a decoded row without its flag.
+  outcome.instanceId = index_.putInstanceWithQuality(record, qualityRow);
   return outcome;
 }
 

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "comcl/imaging/decode.h"
+#include "comcl/imaging/quality_flags.h"
 #include "comcl/storage/image_cache.h"
 #include "comcl/storage/index.h"
 
@@ -19,6 +20,11 @@ namespace comcl::imaging {
 // as five dash-separated groups of eight hex digits, so offline and plugin indexes name images alike.
 std::string orthancInstanceId(const std::string& patientId, const std::string& studyUid,
                               const std::string& seriesUid, const std::string& sopUid);
+// The same for the parents: SHA-1 of "PatientID", "PatientID|StudyInstanceUID", "...|SeriesInstanceUID".
+std::string orthancPatientId(const std::string& patientId);
+std::string orthancStudyId(const std::string& patientId, const std::string& studyUid);
+std::string orthancSeriesId(const std::string& patientId, const std::string& studyUid,
+                            const std::string& seriesUid);
 // Lower-case hex SHA-1 of bytes.
 std::string sha1Hex(const void* data, std::size_t size);
 
@@ -26,6 +32,11 @@ struct IngestOptions {
   double percentileClip = 0.005;  // see DecodeOptions
   // false: an instance already indexed with the same id is left as is, unless only the new copy decodes
   bool replaceExisting = false;
+  // Decodes what DCMTK cannot (JPEG 2000, ...); see DecodeOptions::fallback. Called from the thread that
+  // calls ingest(), so it must be thread-safe when the ingestor is shared by threads.
+  FallbackDecoder fallback;
+  // Every decoded image gets a flag (good / usable / reject) and reasons from these thresholds.
+  QualityThresholds quality;
 };
 
 struct IngestOutcome {
