@@ -1,0 +1,568 @@
+// Model directories, the architecture registry and the scorer. See scorer.h for the format.
+#include "comcl/training/scorer.h"
+
+#include <fcntl.h>
+#include <torch/nn/functional/upsampling.h>
+#include <torch/nn/modules/activation.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
+#include <torch/utils.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <random>
+#include <set>
+#include <sstream>
+
+namespace comcl::training {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kModelJson = "model.json";
+constexpr const char* kWeights = "weights.pt";
+
+// ---------------------------------------------------------------------------------------------------------
+// model.json
+
+[[noreturn]] void invalid(const std::string& field, const std::string& why) {
+  throw ModelError("model.json: " + field + " " + why);
+}
+
+const nlohmann::json& member(const nlohmann::json& object, const char* key, const std::string& path) {
+  const auto it = object.find(key);
+  if (it == object.end())
+    invalid(path + key, "is missing");
+  return *it;
+}
+
+int integerField(const nlohmann::json& object, const char* key, int low, int high) {
+  const nlohmann::json& value = member(object, key, "");
+  if (!value.is_number_integer())
+    invalid(key, "must be an integer, not " + value.dump());
+  const auto number = value.get<std::int64_t>();
+  if (number < low || number > high) {
+    invalid(key, "must be between " + std::to_string(low) + " and " + std::to_string(high) + ", not " +
+                     std::to_string(number));
+  }
+  return static_cast<int>(number);
+}
+
+std::string stringField(const nlohmann::json& object, const char* key) {
+  const nlohmann::json& value = member(object, key, "");
+  if (!value.is_string())
+    invalid(key, "must be a string, not " + value.dump());
+  return value.get<std::string>();
+}
+
+std::vector<double> channelValues(const nlohmann::json& normalisation, const char* key, int channels) {
+  const std::string name = std::string("normalisation.") + key;
+  const nlohmann::json& value = member(normalisation, key, "normalisation.");
+  if (!value.is_array() || value.size() != static_cast<std::size_t>(channels))
+    invalid(name, "must be an array of " + std::to_string(channels) + " number(s), not " + value.dump());
+  std::vector<double> values;
+  for (const auto& item : value) {
+    if (!item.is_number())
+      invalid(name, "must hold numbers, not " + item.dump());
+    values.push_back(item.get<double>());
+  }
+  return values;
+}
+
+void validate(const ModelFile& m) {
+  if (m.version < 1)
+    invalid("version", "must be at least 1, not " + std::to_string(m.version));
+  if (!m.architecture.is_object() || !m.architecture.contains("name") || !m.architecture["name"].is_string())
+    invalid("architecture", "must be an object with a string \"name\", not " + m.architecture.dump());
+  if (m.architecture.contains("params") && !m.architecture["params"].is_object())
+    invalid("architecture.params", "must be an object, not " + m.architecture["params"].dump());
+  if (m.inputSize < 8 || m.inputSize > 4096)
+    invalid("inputSize", "must be between 8 and 4096, not " + std::to_string(m.inputSize));
+  if (m.channels != 1 && m.channels != 3)
+    invalid("channels", "must be 1 or 3, not " + std::to_string(m.channels));
+  if (m.findings.empty())
+    invalid("findings", "must name at least one finding");
+  std::set<std::string> seen;
+  for (const auto& finding : m.findings) {
+    if (finding.empty())
+      invalid("findings", "must not hold an empty name");
+    if (!seen.insert(finding).second)
+      invalid("findings", "names \"" + finding + "\" twice");
+  }
+  const auto channels = static_cast<std::size_t>(m.channels);
+  if (m.mean.size() != channels || m.stddev.size() != channels) {
+    invalid("normalisation", "must give " + std::to_string(channels) + " mean and std value(s) per channel");
+  }
+  for (double s : m.stddev) {
+    if (!(s > 0))
+      invalid("normalisation.std", "must be positive, not " + std::to_string(s));
+  }
+  if (!m.metrics.is_object())
+    invalid("metrics", "must be an object, not " + m.metrics.dump());
+}
+
+// "2024-05-01T12:00:00Z"
+std::string utcNow() {
+  const std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  return text;
+}
+
+std::string firstLine(const std::string& text) {
+  return text.substr(0, text.find('\n'));
+}
+
+std::string shapeText(const torch::Tensor& tensor) {
+  std::ostringstream out;
+  out << tensor.sizes();
+  return out.str();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Architectures
+
+int networkParam(const nlohmann::json& params, const char* key, int fallback, int low, int high) {
+  const auto it = params.find(key);
+  if (it == params.end())
+    return fallback;
+  if (!it->is_number_integer()) {
+    throw ModelError(std::string("architecture parameter ") + key + " must be an integer, not " + it->dump());
+  }
+  const auto value = it->get<std::int64_t>();
+  if (value < low || value > high) {
+    throw ModelError(std::string("architecture parameter ") + key + " must be between " +
+                     std::to_string(low) + " and " + std::to_string(high) + ", not " + std::to_string(value));
+  }
+  return static_cast<int>(value);
+}
+
+void refuseUnknownParams(const std::string& architecture, const nlohmann::json& params,
+                         const std::set<std::string>& known) {
+  for (const auto& item : params.items()) {
+    if (known.count(item.key()) == 0)
+      throw ModelError("unknown parameter \"" + item.key() + "\" for architecture " + architecture);
+  }
+}
+
+// A few stride-2 conv + batch-norm + ReLU blocks, global average pooling and a linear head: small enough to
+// test the whole path in milliseconds.
+class TinyCnn final : public ScoringNetwork {
+ public:
+  TinyCnn(int channels, int outputs, int width, int depth) {
+    features_ = register_module("features", torch::nn::Sequential());
+    int in = channels;
+    int out = width;
+    for (int block = 0; block < depth; ++block) {
+      features_->push_back(
+          torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).stride(2).padding(1).bias(false)));
+      features_->push_back(torch::nn::BatchNorm2d(out));
+      features_->push_back(torch::nn::ReLU());
+      in = out;
+      out *= 2;
+    }
+    head_ = register_module("head", torch::nn::Linear(in, outputs));
+  }
+
+  torch::Tensor forward(torch::Tensor images) override {
+    return head_->forward(features_->forward(images).mean({2, 3}));
+  }
+
+ private:
+  torch::nn::Sequential features_{nullptr};
+  torch::nn::Linear head_{nullptr};
+};
+
+std::shared_ptr<ScoringNetwork> buildTinyCnn(const nlohmann::json& params, int channels, int outputs) {
+  refuseUnknownParams("tiny-cnn", params, {"width", "depth"});
+  const int width = networkParam(params, "width", 16, 1, 256);
+  const int depth = networkParam(params, "depth", 3, 1, 6);
+  return std::make_shared<TinyCnn>(channels, outputs, width, depth);
+}
+
+using Builder = std::shared_ptr<ScoringNetwork> (*)(const nlohmann::json& params, int channels, int outputs);
+
+const std::map<std::string, Builder>& registry() {
+  static const std::map<std::string, Builder> builders = {{"tiny-cnn", &buildTinyCnn}};
+  return builders;
+}
+
+// Every tensor the weights file holds for a network: parameters, then buffers, by name in the module.
+struct NamedTensor {
+  std::string name;
+  torch::Tensor tensor;
+  bool isBuffer = false;
+};
+
+std::vector<NamedTensor> stateOf(torch::nn::Module& network) {
+  std::vector<NamedTensor> state;
+  for (const auto& item : network.named_parameters(true))
+    state.push_back({item.key(), item.value(), false});
+  for (const auto& item : network.named_buffers(true))
+    state.push_back({item.key(), item.value(), true});
+  return state;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Files
+
+[[noreturn]] void ioError(const std::string& what, const fs::path& path) {
+  throw ModelError("cannot " + what + " " + path.string() + ": " + std::strerror(errno));
+}
+
+void fsyncPath(const fs::path& path, bool directory) {
+  const int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0)
+    ioError("open", path);
+  const int status = ::fsync(fd);
+  const int savedErrno = errno;
+  ::close(fd);
+  if (status != 0) {
+    errno = savedErrno;
+    ioError("fsync", path);
+  }
+}
+
+void writeText(const fs::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(text.data(), static_cast<std::streamsize>(text.size()));
+  out.close();
+  if (!out)
+    ioError("write", path);
+  fsyncPath(path, false);
+}
+
+// Renames without replacing: a plain rename() would silently replace an empty directory created meanwhile.
+void renameNoReplace(const fs::path& from, const fs::path& to) {
+  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0)
+    return;
+  if (errno == EEXIST || errno == ENOTEMPTY)
+    throw ModelError("refusing to overwrite the existing model directory " + to.string());
+  if (errno != EINVAL && errno != ENOSYS)
+    ioError("rename " + from.string() + " to", to);
+  // A file system without RENAME_NOREPLACE: check, then rename (rename refuses a non-empty target).
+  if (fs::exists(to))
+    throw ModelError("refusing to overwrite the existing model directory " + to.string());
+  if (::rename(from.c_str(), to.c_str()) != 0)
+    ioError("rename " + from.string() + " to", to);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The scorer
+
+class NetworkScorer final : public Scorer {
+ public:
+  NetworkScorer(ModelFile model, std::shared_ptr<ScoringNetwork> network, torch::Device device)
+      : model_(std::move(model)), network_(std::move(network)), device_(device) {
+    const auto options = torch::TensorOptions().dtype(torch::kFloat32).device(device_);
+    const std::int64_t channels = model_.channels;
+    mean_ = torch::tensor(std::vector<float>(model_.mean.begin(), model_.mean.end()), options)
+                .reshape({1, channels, 1, 1});
+    std_ = torch::tensor(std::vector<float>(model_.stddev.begin(), model_.stddev.end()), options)
+               .reshape({1, channels, 1, 1});
+    network_->eval();
+  }
+
+  int modelVersion() const override { return model_.version; }
+  const std::vector<std::string>& findings() const override { return model_.findings; }
+  int inputSize() const override { return model_.inputSize; }
+
+  std::string description() const override {
+    const std::size_t n = model_.findings.size();
+    return "v" + std::to_string(model_.version) + " " + model_.architecture.at("name").get<std::string>() +
+           " (" + std::to_string(n) + (n == 1 ? " finding" : " findings") + ") on " + device_.str();
+  }
+
+  torch::Tensor score(const torch::Tensor& images) override {
+    if (images.dim() != 4 || images.size(1) != 1) {
+      throw std::invalid_argument("images must be a [N, 1, S, S] tensor, not " + shapeText(images));
+    }
+    const auto findings = static_cast<std::int64_t>(model_.findings.size());
+    const std::int64_t n = images.size(0);
+    if (n == 0)
+      return torch::empty({0, findings}, torch::kFloat32);
+
+    torch::NoGradGuard noGrad;
+    network_->eval();
+    torch::Tensor x = images.to(device_, torch::kFloat32);
+    const std::int64_t size = model_.inputSize;
+    if (x.size(2) != size || x.size(3) != size) {
+      namespace F = torch::nn::functional;
+      x = F::interpolate(x, F::InterpolateFuncOptions()
+                                .size(std::vector<std::int64_t>{size, size})
+                                .mode(torch::kBilinear)
+                                .align_corners(false));
+    }
+    if (model_.channels != 1)
+      x = x.expand({n, model_.channels, size, size});
+    x = (x - mean_) / std_;
+    torch::Tensor logits = network_->forward(x);
+    if (logits.dim() != 2 || logits.size(0) != n || logits.size(1) != findings) {
+      throw std::logic_error("network output " + shapeText(logits) + " does not match [" + std::to_string(n) +
+                             ", " + std::to_string(findings) + "]");
+    }
+    return torch::sigmoid(logits).to(torch::kCPU, torch::kFloat32).contiguous();
+  }
+
+ private:
+  ModelFile model_;
+  std::shared_ptr<ScoringNetwork> network_;
+  torch::Device device_;
+  torch::Tensor mean_;
+  torch::Tensor std_;
+};
+
+// Copies the tensors of `archive` into `network` (on the CPU), refusing missing, extra or misshapen ones.
+void loadWeights(torch::serialize::InputArchive& archive, torch::nn::Module& network) {
+  const std::vector<NamedTensor> state = stateOf(network);
+  std::set<std::string> expected;
+  torch::NoGradGuard noGrad;
+  for (const NamedTensor& item : state) {
+    expected.insert(item.name);
+    torch::Tensor stored;
+    if (!archive.try_read(item.name, stored, item.isBuffer))
+      throw ModelError("tensor \"" + item.name + "\" is missing");
+    if (!stored.sizes().equals(item.tensor.sizes())) {
+      throw ModelError("tensor \"" + item.name + "\" has shape " + shapeText(stored) +
+                       " but the architecture needs " + shapeText(item.tensor));
+    }
+    item.tensor.copy_(stored);
+  }
+  for (const std::string& key : archive.keys()) {
+    if (expected.count(key) == 0)
+      throw ModelError("tensor \"" + key + "\" is not part of the architecture");
+  }
+}
+
+// Why `network` cannot be written as `architecture`, or "" when it matches.
+std::string mismatch(torch::nn::Module& network, torch::nn::Module& reference) {
+  std::map<std::string, torch::Tensor> given;
+  for (const NamedTensor& item : stateOf(network))
+    given.emplace(item.name, item.tensor);
+  for (const NamedTensor& item : stateOf(reference)) {
+    const auto it = given.find(item.name);
+    if (it == given.end())
+      return "the network has no tensor \"" + item.name + "\"";
+    if (!it->second.sizes().equals(item.tensor.sizes())) {
+      return "tensor \"" + item.name + "\" has shape " + shapeText(it->second) +
+             " but the architecture needs " + shapeText(item.tensor);
+    }
+    given.erase(it);
+  }
+  if (!given.empty())
+    return "tensor \"" + given.begin()->first + "\" is not part of the architecture";
+  return {};
+}
+
+}  // namespace
+
+// -------------------------------------------------------------------------------------------------------------
+
+nlohmann::json toJson(const ModelFile& model) {
+  nlohmann::json json;
+  json["format"] = kModelFormat;
+  json["formatVersion"] = kModelFormatVersion;
+  json["version"] = model.version;
+  json["architecture"] = model.architecture;
+  if (!json["architecture"].contains("params"))
+    json["architecture"]["params"] = nlohmann::json::object();
+  json["inputSize"] = model.inputSize;
+  json["channels"] = model.channels;
+  json["findings"] = model.findings;
+  json["normalisation"] = {{"mean", model.mean}, {"std", model.stddev}};
+  json["createdAt"] = model.createdAt;
+  json["method"] = model.method;
+  json["metrics"] = model.metrics;
+  return json;
+}
+
+ModelFile modelFileFromJson(const nlohmann::json& json) {
+  if (!json.is_object())
+    throw ModelError("model.json must hold a JSON object, not " + std::string(json.type_name()));
+  const std::string format = stringField(json, "format");
+  if (format != kModelFormat)
+    invalid("format", "must be \"" + std::string(kModelFormat) + "\", not \"" + format + "\"");
+  const nlohmann::json& formatVersion = member(json, "formatVersion", "");
+  if (!formatVersion.is_number_integer() || formatVersion.get<std::int64_t>() != kModelFormatVersion) {
+    invalid("formatVersion", formatVersion.dump() + " is not supported (this build reads formatVersion " +
+                                 std::to_string(kModelFormatVersion) + ")");
+  }
+  ModelFile m;
+  m.version = integerField(json, "version", 1, std::numeric_limits<int>::max());
+  m.architecture = member(json, "architecture", "");
+  if (m.architecture.is_object() && !m.architecture.contains("params"))
+    m.architecture["params"] = nlohmann::json::object();
+  m.inputSize = integerField(json, "inputSize", 8, 4096);
+  m.channels = integerField(json, "channels", 1, 3);
+  const nlohmann::json& findings = member(json, "findings", "");
+  if (!findings.is_array())
+    invalid("findings", "must be an array of strings, not " + findings.dump());
+  for (const auto& finding : findings) {
+    if (!finding.is_string())
+      invalid("findings", "must hold strings, not " + finding.dump());
+    m.findings.push_back(finding.get<std::string>());
+  }
+  const nlohmann::json& normalisation = member(json, "normalisation", "");
+  if (!normalisation.is_object())
+    invalid("normalisation", "must be an object with \"mean\" and \"std\", not " + normalisation.dump());
+  m.mean = channelValues(normalisation, "mean", m.channels);
+  m.stddev = channelValues(normalisation, "std", m.channels);
+  m.createdAt = stringField(json, "createdAt");
+  m.method = stringField(json, "method");
+  m.metrics = json.contains("metrics") ? json["metrics"] : nlohmann::json::object();
+  validate(m);
+  return m;
+}
+
+ModelFile readModelFile(const std::string& modelDirectory) {
+  const fs::path directory(modelDirectory);
+  std::error_code error;
+  if (!fs::is_directory(directory, error))
+    throw ModelError("model directory " + modelDirectory + " does not exist");
+  const fs::path path = directory / kModelJson;
+  if (!fs::exists(path, error))
+    throw ModelError(path.string() + " is missing");
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    throw ModelError("cannot open " + path.string() + ": " + std::strerror(errno));
+  nlohmann::json json;
+  try {
+    json = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw ModelError(path.string() + " is not valid JSON: " + e.what());
+  }
+  try {
+    return modelFileFromJson(json);
+  } catch (const ModelError& e) {
+    throw ModelError(directory.string() + ": " + e.what());
+  }
+}
+
+std::vector<std::string> knownArchitectures() {
+  std::vector<std::string> names;
+  for (const auto& item : registry())
+    names.push_back(item.first);
+  return names;
+}
+
+std::shared_ptr<ScoringNetwork> buildNetwork(const nlohmann::json& architecture, int channels, int outputs) {
+  if (!architecture.is_object() || !architecture.contains("name") || !architecture["name"].is_string())
+    throw ModelError("an architecture must be an object with a string \"name\", not " + architecture.dump());
+  if (channels < 1 || outputs < 1) {
+    throw ModelError("a network needs at least one input channel and one output, not " +
+                     std::to_string(channels) + " and " + std::to_string(outputs));
+  }
+  const std::string name = architecture["name"].get<std::string>();
+  const auto it = registry().find(name);
+  if (it == registry().end()) {
+    std::string known;
+    for (const std::string& item : knownArchitectures())
+      known += (known.empty() ? "" : ", ") + item;
+    throw ModelError("unknown architecture \"" + name + "\" (known: " + known + ")");
+  }
+  const nlohmann::json params =
+      architecture.contains("params") ? architecture["params"] : nlohmann::json::object();
+  if (!params.is_object())
+    throw ModelError("architecture params must be an object, not " + params.dump());
+  return it->second(params, channels, outputs);
+}
+
+std::unique_ptr<Scorer> loadScorer(const std::string& modelDirectory, torch::Device device) {
+  ModelFile model = readModelFile(modelDirectory);
+  const fs::path directory(modelDirectory);
+  std::shared_ptr<ScoringNetwork> network;
+  try {
+    network = buildNetwork(model.architecture, model.channels, static_cast<int>(model.findings.size()));
+  } catch (const ModelError& e) {
+    throw ModelError(directory.string() + ": " + e.what());
+  }
+  const fs::path weights = directory / kWeights;
+  std::error_code error;
+  if (!fs::exists(weights, error))
+    throw ModelError(weights.string() + " is missing");
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(weights.string(), torch::Device(torch::kCPU));
+  } catch (const std::exception& e) {
+    throw ModelError("cannot read " + weights.string() + ": " + firstLine(e.what()));
+  }
+  try {
+    loadWeights(archive, *network);
+  } catch (const ModelError& e) {
+    throw ModelError(weights.string() + ": " + e.what());
+  } catch (const std::exception& e) {
+    throw ModelError("cannot read " + weights.string() + ": " + firstLine(e.what()));
+  }
+  network->to(device);
+  return std::make_unique<NetworkScorer>(std::move(model), std::move(network), device);
+}
+
+void writeModelDirectory(const std::string& directory, const ModelFile& model, torch::nn::Module& network) {
+  ModelFile file = model;
+  if (file.architecture.is_object() && !file.architecture.contains("params"))
+    file.architecture["params"] = nlohmann::json::object();
+  if (file.createdAt.empty())
+    file.createdAt = utcNow();
+  validate(file);
+  const std::shared_ptr<ScoringNetwork> reference =
+      buildNetwork(file.architecture, file.channels, static_cast<int>(file.findings.size()));
+  if (const std::string why = mismatch(network, *reference); !why.empty())
+    throw ModelError("the network does not match architecture " + file.architecture.dump() + ": " + why);
+
+  const fs::path target = fs::absolute(fs::path(directory)).lexically_normal();
+  const fs::path name = target.filename().empty() ? target.parent_path().filename() : target.filename();
+  const fs::path parent =
+      target.filename().empty() ? target.parent_path().parent_path() : target.parent_path();
+  const fs::path finalPath = parent / name;
+  std::error_code error;
+  if (fs::exists(finalPath, error))
+    throw ModelError("refusing to overwrite the existing model directory " + finalPath.string());
+  fs::create_directories(parent, error);
+  if (error)
+    throw ModelError("cannot create " + parent.string() + ": " + error.message());
+
+  std::random_device random;
+  const fs::path temp =
+      parent / ("." + name.string() + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(random()));
+  if (!fs::create_directory(temp, error) || error)
+    throw ModelError("cannot create " + temp.string() + ": " + error.message());
+  try {
+    writeText(temp / kModelJson, toJson(file).dump(2) + "\n");
+    torch::serialize::OutputArchive archive;
+    {
+      torch::NoGradGuard noGrad;
+      for (const NamedTensor& item : stateOf(network))
+        archive.write(item.name, item.tensor.detach().to(torch::kCPU), item.isBuffer);
+    }
+    const fs::path weights = temp / kWeights;
+    try {
+      archive.save_to(weights.string());
+    } catch (const std::exception& e) {
+      throw ModelError("cannot write " + weights.string() + ": " + firstLine(e.what()));
+    }
+    fsyncPath(weights, false);
+    fsyncPath(temp, true);
+    renameNoReplace(temp, finalPath);
+  } catch (...) {
+    fs::remove_all(temp, error);
+    throw;
+  }
+  fsyncPath(parent, true);
+}
+
+}  // namespace comcl::training
