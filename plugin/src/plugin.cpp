@@ -1,91 +1,198 @@
-// The Orthanc entry points of comcl. This first version loads into Orthanc, checks its configuration
-// section, opens the comcl index and answers GET /comcl/status; ingest, annotation and training arrive with
-// the next issues. No exception crosses the C boundary: every entry point and callback catches everything.
+// The Orthanc entry points of comcl: configuration, the change callback, the REST routes and metrics, all
+// handed to the Engine. No exception crosses the C boundary: every entry point and callback catches
+// everything. REST routes are registered without Orthanc's global lock: they only read the index or wait
+// for the plugin's own threads.
 #include <orthanc/OrthancCPlugin.h>
 
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <string>
 
-#include "comcl/storage/index.h"
-#include "comcl/storage/schema.h"
 #include "comcl/training/device.h"
+#include "engine.h"
+#include "orthanc_api.h"
 #include "plugin_config.h"
 
 namespace {
 
-using comcl::plugin::PluginConfig;
+using comcl::plugin::Engine;
+using comcl::plugin::logError;
+using comcl::plugin::logWarning;
 
-OrthancPluginContext* context = nullptr;
+std::unique_ptr<Engine> engine;
 
-struct PluginState {
-  PluginConfig config;
-  std::string device;
-  std::unique_ptr<comcl::storage::Index> index;
-};
-std::unique_ptr<PluginState> state;
-
-void logInfo(const std::string& message) {
-  OrthancPluginLogInfo(context, ("comcl: " + message).c_str());
-}
-void logWarning(const std::string& message) {
-  OrthancPluginLogWarning(context, ("comcl: " + message).c_str());
-}
-void logError(const std::string& message) {
-  OrthancPluginLogError(context, ("comcl: " + message).c_str());
+OrthancPluginContext* context() {
+  return comcl::plugin::orthancContext();
 }
 
 void answerJson(OrthancPluginRestOutput* output, const nlohmann::json& body) {
   const std::string text = body.dump(2);
-  OrthancPluginAnswerBuffer(context, output, text.data(), static_cast<uint32_t>(text.size()),
+  OrthancPluginAnswerBuffer(context(), output, text.data(), static_cast<uint32_t>(text.size()),
                             "application/json");
 }
 
 // Errors are JSON too: {"HttpStatus": ..., "Message": ...}.
 void answerError(OrthancPluginRestOutput* output, uint16_t status, const std::string& message) {
   const std::string text = nlohmann::json{{"HttpStatus", status}, {"Message", message}}.dump(2);
-  OrthancPluginSendHttpStatus(context, output, status, text.data(), static_cast<uint32_t>(text.size()));
+  OrthancPluginSendHttpStatus(context(), output, status, text.data(), static_cast<uint32_t>(text.size()));
 }
 
-nlohmann::json statusJson() {
-  const comcl::storage::IndexSummary summary = state->index->summary();
-  return {{"Version", COMCL_VERSION},
-          {"Device", state->device},
-          {"Database", state->config.databasePath},
-          {"SchemaVersion", comcl::storage::currentSchemaVersion()},
-          {"Instances", summary.files},
-          {"Images", summary.images},
-          {"Patients", summary.patients},
-          {"Studies", summary.studies},
-          {"ByDecodeState", summary.byState}};
+class HttpError : public std::runtime_error {
+ public:
+  HttpError(uint16_t status, const std::string& message) : std::runtime_error(message), status_(status) {}
+  uint16_t status() const { return status_; }
+
+ private:
+  uint16_t status_;
+};
+
+// Orthanc's public ids: five dash-separated groups of eight lower-case hex digits.
+std::string orthancId(const OrthancPluginHttpRequest* request, const char* what) {
+  static const std::regex pattern("[0-9a-f]{8}(-[0-9a-f]{8}){4}");
+  const std::string id = request->groupsCount > 0 ? request->groups[0] : "";
+  if (!std::regex_match(id, pattern))
+    throw HttpError(400, "'" + id + "' is not an Orthanc " + what + " id (five groups of 8 hex digits)");
+  return id;
 }
 
-// Runs concurrently (registered without Orthanc's global REST lock): the index serialises its own calls.
-OrthancPluginErrorCode serveStatus(OrthancPluginRestOutput* output, const char* /*url*/,
-                                   const OrthancPluginHttpRequest* request) noexcept {
+void requireMethod(const OrthancPluginHttpRequest* request, OrthancPluginHttpMethod method) {
+  if (request->method != method)
+    throw HttpError(405, method == OrthancPluginHttpMethod_Get ? "GET" : "POST");
+}
+
+// Runs a route body, turning every failure into a JSON error answer.
+template <typename Body>
+OrthancPluginErrorCode serve(OrthancPluginRestOutput* output, const OrthancPluginHttpRequest* request,
+                             const char* route, Body body) noexcept {
   try {
-    if (request->method != OrthancPluginHttpMethod_Get) {
-      OrthancPluginSendMethodNotAllowed(context, output, "GET");
-      return OrthancPluginErrorCode_Success;
+    if (!engine)
+      throw HttpError(503, "comcl is not running");
+    body(output, request);
+  } catch (const HttpError& e) {
+    if (e.status() == 405) {
+      OrthancPluginSendMethodNotAllowed(context(), output, e.what());  // the message is the allowed method
+    } else {
+      answerError(output, e.status(), e.what());
     }
-    answerJson(output, statusJson());
-    return OrthancPluginErrorCode_Success;
   } catch (const std::exception& e) {
-    logError(std::string("GET /comcl/status: ") + e.what());
+    logError(std::string(route) + ": " + e.what());
     answerError(output, 500, e.what());
-    return OrthancPluginErrorCode_Success;
   } catch (...) {
     return OrthancPluginErrorCode_InternalError;
+  }
+  return OrthancPluginErrorCode_Success;
+}
+
+OrthancPluginErrorCode serveStatus(OrthancPluginRestOutput* output, const char*,
+                                   const OrthancPluginHttpRequest* request) noexcept {
+  return serve(output, request, "GET /comcl/status", [](auto* out, auto* req) {
+    requireMethod(req, OrthancPluginHttpMethod_Get);
+    answerJson(out, engine->status());
+  });
+}
+
+OrthancPluginErrorCode serveStudy(OrthancPluginRestOutput* output, const char*,
+                                  const OrthancPluginHttpRequest* request) noexcept {
+  return serve(output, request, "GET /comcl/studies/{id}", [](auto* out, auto* req) {
+    requireMethod(req, OrthancPluginHttpMethod_Get);
+    const std::string id = orthancId(req, "study");
+    const auto json = engine->studyJson(id);
+    if (!json)
+      throw HttpError(404, "comcl knows no study " + id);
+    answerJson(out, *json);
+  });
+}
+
+OrthancPluginErrorCode serveScore(OrthancPluginRestOutput* output, const char*,
+                                  const OrthancPluginHttpRequest* request) noexcept {
+  return serve(output, request, "POST /comcl/studies/{id}/score", [](auto* out, auto* req) {
+    requireMethod(req, OrthancPluginHttpMethod_Post);
+    const std::string id = orthancId(req, "study");
+    bool force = false;
+    if (req->bodySize > 0) {
+      const auto* bytes = static_cast<const char*>(req->body);
+      const nlohmann::json body = nlohmann::json::parse(bytes, bytes + req->bodySize, nullptr, false);
+      if (body.is_discarded())
+        throw HttpError(400, "the body must be a JSON object such as {\"Force\": true}, or empty");
+      if (!body.is_object())
+        throw HttpError(400, std::string("the body must be a JSON object, not ") + body.type_name());
+      for (const auto& item : body.items()) {
+        if (item.key() != "Force")
+          throw HttpError(400, "unknown field '" + item.key() + "' (known: Force)");
+        if (!item.value().is_boolean())
+          throw HttpError(400, std::string("Force must be true or false, not ") + item.value().type_name());
+        force = item.value().get<bool>();
+      }
+    }
+    const comcl::plugin::AnnotationResult result = engine->annotateNow(id, force);
+    switch (result.outcome) {
+      case comcl::plugin::AnnotationOutcome::NotFound:
+        throw HttpError(404, result.message);
+      case comcl::plugin::AnnotationOutcome::Failed:
+        throw HttpError(500, "annotation failed: " + result.message);
+      default:
+        answerJson(
+            out,
+            {{"Study", id}, {"Outcome", comcl::plugin::toString(result.outcome)}, {"Report", result.report}});
+    }
+  });
+}
+
+OrthancPluginErrorCode serveInstance(OrthancPluginRestOutput* output, const char*,
+                                     const OrthancPluginHttpRequest* request) noexcept {
+  return serve(output, request, "GET /comcl/instances/{id}", [](auto* out, auto* req) {
+    requireMethod(req, OrthancPluginHttpMethod_Get);
+    const std::string id = orthancId(req, "instance");
+    const auto json = engine->instanceJson(id);
+    if (!json)
+      throw HttpError(404, "comcl knows no instance " + id);
+    answerJson(out, *json);
+  });
+}
+
+OrthancPluginErrorCode serveQualitySummary(OrthancPluginRestOutput* output, const char*,
+                                           const OrthancPluginHttpRequest* request) noexcept {
+  return serve(output, request, "GET /comcl/quality/summary", [](auto* out, auto* req) {
+    requireMethod(req, OrthancPluginHttpMethod_Get);
+    answerJson(out, engine->qualitySummary());
+  });
+}
+
+OrthancPluginErrorCode onChange(OrthancPluginChangeType change, OrthancPluginResourceType level,
+                                const char* resourceId) noexcept {
+  try {
+    if (!engine)
+      return OrthancPluginErrorCode_Success;
+    if (change == OrthancPluginChangeType_OrthancStarted) {
+      engine->start();
+    } else if (change == OrthancPluginChangeType_OrthancStopped) {
+      engine->stop();
+    } else {
+      engine->onChange(change, level, resourceId == nullptr ? "" : resourceId);
+    }
+  } catch (const std::exception& e) {
+    logError(std::string("change callback: ") + e.what());
+  } catch (...) {
+  }
+  return OrthancPluginErrorCode_Success;  // never fail Orthanc's change processing because of us
+}
+
+void refreshMetrics() noexcept {
+  try {
+    if (engine)
+      engine->publishMetrics();
+  } catch (...) {
   }
 }
 
 nlohmann::json orthancConfiguration() {
-  char* text = OrthancPluginGetConfiguration(context);
+  char* text = OrthancPluginGetConfiguration(context());
   if (text == nullptr)
     throw comcl::plugin::ConfigError("Orthanc did not give its configuration");
   const std::unique_ptr<char, void (*)(char*)> owned(text,
-                                                     [](char* p) { OrthancPluginFreeString(context, p); });
+                                                     [](char* p) { OrthancPluginFreeString(context(), p); });
   return nlohmann::json::parse(owned.get());
 }
 
@@ -94,43 +201,49 @@ nlohmann::json orthancConfiguration() {
 extern "C" {
 
 ORTHANC_PLUGINS_API int32_t OrthancPluginInitialize(OrthancPluginContext* orthanc) {
-  context = orthanc;
+  comcl::plugin::setOrthancContext(orthanc);
   try {
-    if (OrthancPluginCheckVersion(context) == 0) {
-      logError(std::string("this Orthanc (") + context->orthancVersion + ") is older than the plugin SDK " +
+    if (OrthancPluginCheckVersion(orthanc) == 0) {
+      logError(std::string("this Orthanc (") + orthanc->orthancVersion + ") is older than the plugin SDK " +
                std::to_string(ORTHANC_PLUGINS_MINIMAL_MAJOR_NUMBER) + "." +
                std::to_string(ORTHANC_PLUGINS_MINIMAL_MINOR_NUMBER) + "." +
                std::to_string(ORTHANC_PLUGINS_MINIMAL_REVISION_NUMBER) + " it was built with");
       return -1;
     }
-    OrthancPluginSetDescription(context, "comcl: contrastive learning from the hospital's own radiographs");
+    OrthancPluginSetDescription(orthanc, "comcl: contrastive learning from the hospital's own radiographs");
 
-    auto started = std::make_unique<PluginState>();
-    started->config =
+    comcl::plugin::PluginConfig config =
         comcl::plugin::parsePluginConfig(orthancConfiguration(), std::filesystem::current_path());
-    std::filesystem::create_directories(std::filesystem::path(started->config.databasePath).parent_path());
-    started->index = std::make_unique<comcl::storage::Index>(started->config.databasePath);
-    started->device = comcl::training::describeDevice(comcl::training::preferredDevice());
-    state = std::move(started);
+    std::filesystem::create_directories(std::filesystem::path(config.databasePath).parent_path());
+    std::filesystem::create_directories(std::filesystem::path(config.cachePath).parent_path());
+    const torch::Device device = comcl::training::preferredDevice();
+    const std::string deviceText = comcl::training::describeDevice(device);
+    const std::string database = config.databasePath;
+    engine = std::make_unique<Engine>(std::move(config), deviceText, device);
 
-    OrthancPluginRegisterRestCallbackNoLock(context, "/comcl/status", serveStatus);
-    logWarning(std::string("version ") + COMCL_VERSION + ", device " + state->device + ", database " +
-               state->config.databasePath);
+    OrthancPluginRegisterOnChangeCallback(orthanc, onChange);
+    OrthancPluginRegisterRefreshMetricsCallback(orthanc, refreshMetrics);
+    OrthancPluginRegisterRestCallbackNoLock(orthanc, "/comcl/status", serveStatus);
+    OrthancPluginRegisterRestCallbackNoLock(orthanc, "/comcl/studies/([^/]+)", serveStudy);
+    OrthancPluginRegisterRestCallbackNoLock(orthanc, "/comcl/studies/([^/]+)/score", serveScore);
+    OrthancPluginRegisterRestCallbackNoLock(orthanc, "/comcl/instances/([^/]+)", serveInstance);
+    OrthancPluginRegisterRestCallbackNoLock(orthanc, "/comcl/quality/summary", serveQualitySummary);
+    logWarning(std::string("version ") + COMCL_VERSION + ", device " + deviceText + ", database " + database);
     return 0;
   } catch (const std::exception& e) {
     logError(std::string("cannot start: ") + e.what());
   } catch (...) {
     logError("cannot start: unknown error");
   }
-  state.reset();
+  engine.reset();
   return -1;
 }
 
 ORTHANC_PLUGINS_API void OrthancPluginFinalize() {
   try {
-    if (state)
-      logInfo("stopping");
-    state.reset();
+    if (engine)
+      comcl::plugin::logInfo("stopping");
+    engine.reset();
   } catch (...) {  // nothing may escape into Orthanc
   }
 }

@@ -4,8 +4,11 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <set>
 #include <stdexcept>
 #include <string>
+
+#include "comcl/imaging/quality_flags.h"
 
 namespace comcl::plugin {
 
@@ -14,12 +17,39 @@ class ConfigError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Names of the study metadata the plugin writes (Orthanc's "UserMetadata" must declare them) and of its
+// report attachment ("UserContentType"). The numbers are only suggestions for the admin's configuration.
+struct ResultNames {
+  static constexpr const char* kQualityFlag = "ComclQuality";
+  static constexpr const char* kQualityReasons = "ComclQualityReasons";
+  static constexpr const char* kModelVersion = "ComclModel";
+  static constexpr const char* kScores = "ComclScores";
+  static constexpr const char* kReportAttachment = "comcl-report";
+};
+
 struct PluginConfig {
-  std::string databasePath;  // the comcl index (SQLite); its image cache lies beside it
+  std::string databasePath;    // the comcl index (SQLite); its image cache lies beside it
+  std::string cachePath;       // the image cache file
+  std::string modelDirectory;  // model registry root; relative model paths are resolved against it
+  int imageSize = 256;  // cached images are imageSize x imageSize (8-bit); fixed when the cache is created
+  int workers = 2;      // ingest threads (decode, cache, quality)
+  int queueCapacity = 512;  // instances waiting for ingest; beyond it, catch-up from /changes takes over
+  int catchUpIntervalSeconds = 10;  // how often the change log is re-read to pick up what the queue dropped
+  int scoreBatchSize = 32;          // images per forward pass of the diagnosis model
+  bool structuredReport = false;    // also store a DICOM SR with the results in each study
+  imaging::QualityThresholds quality;
+
+  // From Orthanc's own configuration: which of our metadata names are declared, whether our attachment
+  // name is declared.
+  std::set<std::string> declaredMetadata;
+  bool attachmentDeclared = false;
 };
 
 // `orthanc` is Orthanc's whole merged configuration. Relative paths are resolved against `workingDir`
 // (Orthanc's own current directory), so that the log shows where the database really is.
 PluginConfig parsePluginConfig(const nlohmann::json& orthanc, const std::string& workingDir);
+
+// The "Comcl" keys this version knows, for messages and docs.
+const std::set<std::string>& knownConfigKeys();
 
 }  // namespace comcl::plugin
