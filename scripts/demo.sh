@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The README's demo command: installs, builds, then runs comcl on the real radiographs in ../shared/data
-# and on a synthetic archive. Output goes to out/demo/.
+# The README's demo command: installs, builds, runs comcl on the real radiographs in ../shared/data and on a
+# synthetic archive, then starts Orthanc with the plugin on localhost, sends the studies with storescu and
+# shows what the plugin made of them. Output goes to out/demo/. `--keep` leaves Orthanc running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
@@ -30,11 +31,13 @@ quality_table() {
     "SELECT i.patient_key AS patient, i.view_position AS view, i.image_cols || 'x' || i.image_rows AS size,
             printf('%.0f', q.sharpness) AS sharpness, printf('%.2f', q.noise) AS noise,
             printf('%.3f', q.clip_low) AS black, printf('%.2f', q.dynamic_range) AS range,
-            replace(i.source, '$out/', '') AS file
+            q.flag AS flag, q.reasons AS reasons, replace(i.source, '$out/', '') AS file
        FROM instances i JOIN quality q ON q.instance_id = i.id ORDER BY $1 LIMIT 6;"
 }
 printf '\n=== Quality metrics: least sharp images\n'
 quality_table "q.sharpness"
 printf '\n=== Quality metrics: noisiest images\n'
 quality_table "q.noise DESC"
-printf '\nDone: images in %s, database %s/comcl.sqlite\n' "$out" "$out"
+
+bash scripts/demo_orthanc.sh "$out" "$@"
+printf '\nDone: images in %s, database %s/comcl.sqlite, Orthanc demo in %s/orthanc\n' "$out" "$out" "$out"

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
@@ -146,6 +147,8 @@ std::string OrthancProcess::storageDir() const {
   return dir_.file("storage");
 }
 std::string OrthancProcess::configPath() const {
+  if (!options_.configFiles.empty())
+    return dir_.file("configuration");
   return dir_.file("config.json");
 }
 std::string OrthancProcess::log() const {
@@ -209,12 +212,40 @@ void OrthancProcess::choosePortsAndWriteConfig() {
     dicomPort_ = 0;
   }
 
-  std::ofstream out(configPath(), std::ios::trunc);
-  out << config.dump(2) << '\n';
+  if (options_.configFiles.empty()) {
+    writeJson(configPath(), config);
+  } else {
+    writeConfigFolder(config);
+  }
+  config_ = std::move(config);
+}
+
+void OrthancProcess::writeJson(const std::string& path, const nlohmann::json& json) {
+  std::ofstream out(path, std::ios::trunc);
+  out << json.dump(2) << '\n';
   out.close();
   if (!out)
-    throw std::runtime_error("cannot write " + configPath());
-  config_ = std::move(config);
+    throw std::runtime_error("cannot write " + path);
+}
+
+void OrthancProcess::writeConfigFolder(const nlohmann::json& generated) {
+  std::vector<std::pair<std::string, nlohmann::json>> files;
+  for (const std::string& path : options_.configFiles) {
+    std::ifstream in(path);
+    if (!in)
+      throw std::runtime_error("cannot read configuration file " + path);
+    files.emplace_back(fs::path(path).filename().string(),
+                       nlohmann::json::parse(in, nullptr, true, /*ignore_comments=*/true));
+  }
+  for (const auto& [key, value] : generated.items()) {
+    auto owner =
+        std::find_if(files.begin(), files.end(), [&](const auto& file) { return file.second.contains(key); });
+    (owner == files.end() ? files.front() : *owner).second[key] = value;
+  }
+  fs::remove_all(configPath());
+  fs::create_directories(configPath());
+  for (const auto& [name, json] : files)
+    writeJson((fs::path(configPath()) / name).string(), json);
 }
 
 void OrthancProcess::launch() {

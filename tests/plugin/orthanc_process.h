@@ -33,6 +33,10 @@ class OrthancProcess {
     std::chrono::seconds startTimeout{60};  // bound on waiting for GET /system to answer 200
     std::chrono::seconds stopTimeout{30};   // bound on waiting for exit after SIGTERM, then SIGKILL
     std::string executable = "";            // default: defaultExecutable()
+    // Configuration files to start from (JSON with comments, e.g. Debian's /etc/orthanc/*.json). When given,
+    // Orthanc is started on a configuration folder holding them, each generated key (ports, storage,
+    // plugins, ...) set in the file that already defines it, or in the first file; comments are dropped.
+    std::vector<std::string> configFiles;
   };
 
   // Creates the temporary directory (config.json, storage/, orthanc.log), starts Orthanc and waits until
@@ -55,7 +59,7 @@ class OrthancProcess {
   int dicomPort() const { return dicomPort_; }  // 0 when the DICOM server is disabled
   std::string log() const;                      // the whole log file so far (every start appends to it)
   std::string storageDir() const;
-  std::string configPath() const;
+  std::string configPath() const;  // the file, or the folder when Options::configFiles are given
   const std::string& directory() const { return directoryString_; }
   const std::string& executable() const { return executable_; }
   const nlohmann::json& config() const { return config_; }  // the configuration as written
@@ -83,7 +87,9 @@ class OrthancProcess {
   bool lastRunHitBusyPort() const;               // the log of the last start says a port was in use
   void startWithRetry(bool newPortsOnConflict);  // start(), or throw with the log tail
   void killNow() noexcept;                       // SIGKILL to the group and reap (failure paths)
-  bool reap(bool block) noexcept;                // waitpid; true when the process has ended
+  static void writeJson(const std::string& path, const nlohmann::json& json);
+  void writeConfigFolder(const nlohmann::json& generated);  // Options::configFiles with the generated keys
+  bool reap(bool block) noexcept;                           // waitpid; true when the process has ended
   std::string startFailure(const std::string& reason) const;
 
   Options options_;

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 namespace comcl::plugin {
 namespace {
 
@@ -95,6 +97,40 @@ TEST(PluginConfig, QualityThresholdsOverrideTheDefaultsAndAreValidated) {
       errorFor(json{{"Comcl", {{"Quality", {{"Sharpness", {{"Usable", 5}, {"Reject", 50}}}}}}}});
   EXPECT_EQ(wrongSide.rfind("Comcl.Quality: ", 0), 0u) << wrongSide;
   EXPECT_NE(wrongSide.find("harpness"), std::string::npos) << wrongSide;
+}
+
+TEST(PluginConfig, TheShippedConfigurationFileIsValidAndItsCommentedValuesAreTheDefaults) {
+  std::ifstream in(COMCL_SOURCE_DIR "/config/comcl.json");
+  ASSERT_TRUE(in);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const json shipped = json::parse(text, nullptr, true, /*ignore_comments=*/true);
+  EXPECT_NO_THROW(parsePluginConfig(shipped, "/"));
+  // Uncommenting the "Quality" example must not change anything.
+  const std::string::size_type start = text.find("// \"Quality\" : {");
+  ASSERT_NE(start, std::string::npos);
+  std::string example = text.substr(start, text.find("// }", start) + 4 - start);
+  for (std::string::size_type at = example.find("//"); at != std::string::npos; at = example.find("//", at)) {
+    const bool lineStart = at == 0 || example.rfind('\n', at) == example.find_last_not_of(' ', at - 1);
+    example.erase(at, lineStart ? 2 : example.find('\n', at) - at);
+  }
+  const json quality = json::parse("{" + example + "}").at("Quality");
+  const imaging::QualityThresholds fromFile =
+      parsePluginConfig(json{{"Comcl", {{"Quality", quality}}}}, "/").quality;
+  const imaging::QualityThresholds defaults;
+  EXPECT_DOUBLE_EQ(fromFile.sharpnessUsable, defaults.sharpnessUsable);
+  EXPECT_DOUBLE_EQ(fromFile.sharpnessReject, defaults.sharpnessReject);
+  EXPECT_DOUBLE_EQ(fromFile.noiseUsable, defaults.noiseUsable);
+  EXPECT_DOUBLE_EQ(fromFile.noiseReject, defaults.noiseReject);
+  EXPECT_DOUBLE_EQ(fromFile.bodyClipHighUsable, defaults.bodyClipHighUsable);
+  EXPECT_DOUBLE_EQ(fromFile.bodyClipHighReject, defaults.bodyClipHighReject);
+  EXPECT_DOUBLE_EQ(fromFile.bodyClipLowUsable, defaults.bodyClipLowUsable);
+  EXPECT_DOUBLE_EQ(fromFile.bodyClipLowReject, defaults.bodyClipLowReject);
+  EXPECT_DOUBLE_EQ(fromFile.contrastUsable, defaults.contrastUsable);
+  EXPECT_DOUBLE_EQ(fromFile.contrastReject, defaults.contrastReject);
+  EXPECT_DOUBLE_EQ(fromFile.dynamicRangeUsable, defaults.dynamicRangeUsable);
+  EXPECT_DOUBLE_EQ(fromFile.dynamicRangeReject, defaults.dynamicRangeReject);
+  EXPECT_EQ(fromFile.shortSideUsable, defaults.shortSideUsable);
+  EXPECT_EQ(fromFile.shortSideReject, defaults.shortSideReject);
 }
 
 TEST(PluginConfig, DeclaredResultNamesAreReadFromOrthancsOwnSections) {
