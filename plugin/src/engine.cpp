@@ -69,19 +69,12 @@ std::vector<std::pair<std::string, std::string>> studyTagsOf(const nlohmann::jso
   return tags;
 }
 
+// GET /comcl/instances/{id}: the flag, the "; "-separated reasons and every metric, flat.
 nlohmann::json qualityJson(const storage::QualityRecord& q) {
-  return {{"Flag", q.flag ? nlohmann::json(*q.flag) : nlohmann::json(nullptr)},
-          {"Reasons", q.reasons},
-          {"Sharpness", q.sharpness},
-          {"Noise", q.noise},
-          {"Contrast", q.contrast},
-          {"DynamicRange", q.dynamicRange},
-          {"MeanIntensity", q.meanIntensity},
-          {"ClipLow", q.clipLow},
-          {"ClipHigh", q.clipHigh},
-          {"BodyClipLow", q.bodyClipLow},
-          {"BodyClipHigh", q.bodyClipHigh},
-          {"BodyMean", q.bodyMean}};
+  nlohmann::json json = qualityMetricsJson(q);
+  json["Flag"] = optionalText(q.flag);
+  json["Reasons"] = q.reasons;
+  return json;
 }
 
 imaging::IngestOptions ingestOptions(const PluginConfig& config) {
@@ -549,8 +542,7 @@ std::optional<nlohmann::json> Engine::studyJson(const std::string& studyId) {
     json["AnnotatedAt"] = annotation->annotatedAt;
     json["ModelVersion"] =
         annotation->modelVersion ? nlohmann::json(*annotation->modelVersion) : nlohmann::json(nullptr);
-    json["QualityFlag"] =
-        annotation->qualityFlag ? nlohmann::json(*annotation->qualityFlag) : nlohmann::json(nullptr);
+    json["QualityFlag"] = optionalText(annotation->qualityFlag);
     json["StructuredReport"] = annotation->srInstanceId;
     json["Report"] = nlohmann::json::parse(annotation->reportJson);
   } else {
@@ -563,22 +555,21 @@ std::optional<nlohmann::json> Engine::instanceJson(const std::string& instanceId
   const std::optional<storage::InstanceRecord> row = index_.findInstance(instanceId);
   if (!row)
     return std::nullopt;
-  nlohmann::json json = {
-      {"OrthancId", row->resourceId},
-      {"Study", row->studyResourceId},
-      {"Series", row->seriesResourceId},
-      {"Patient", row->patientResourceId},
-      {"SOPInstanceUID", row->sopInstanceUid},
-      {"SOPClassUID", row->sopClassUid},
-      {"StudyInstanceUID", row->studyInstanceUid},
-      {"ViewPosition", row->viewPosition ? nlohmann::json(*row->viewPosition) : nlohmann::json(nullptr)},
-      {"Modality", row->modality ? nlohmann::json(*row->modality) : nlohmann::json(nullptr)},
-      {"Rows", row->rows},
-      {"Columns", row->cols},
-      {"TransferSyntaxUID", row->transferSyntaxUid},
-      {"DecodeState", std::string(storage::toString(row->decodeState))},
-      {"DecodeReason", row->decodeReason},
-      {"MetadataIssues", row->metadataIssues}};
+  nlohmann::json json = {{"OrthancId", row->resourceId},
+                         {"Study", row->studyResourceId},
+                         {"Series", row->seriesResourceId},
+                         {"Patient", row->patientResourceId},
+                         {"SOPInstanceUID", row->sopInstanceUid},
+                         {"SOPClassUID", row->sopClassUid},
+                         {"StudyInstanceUID", row->studyInstanceUid},
+                         {"ViewPosition", optionalText(row->viewPosition)},
+                         {"Modality", optionalText(row->modality)},
+                         {"Rows", row->rows},
+                         {"Columns", row->cols},
+                         {"TransferSyntaxUID", row->transferSyntaxUid},
+                         {"DecodeState", std::string(storage::toString(row->decodeState))},
+                         {"DecodeReason", row->decodeReason},
+                         {"MetadataIssues", row->metadataIssues}};
   const std::optional<storage::QualityRecord> quality = index_.quality(row->id);
   json["Quality"] = quality ? qualityJson(*quality) : nlohmann::json(nullptr);
   nlohmann::json predictions = nlohmann::json::array();

@@ -51,10 +51,6 @@ std::vector<std::string> orderedReasons(const std::vector<std::string>& reasons)
   return ordered;
 }
 
-nlohmann::json optionalText(const std::optional<std::string>& text) {
-  return text ? nlohmann::json(*text) : nlohmann::json(nullptr);
-}
-
 nlohmann::json imageJson(const ImageResults& image) {
   const storage::InstanceRecord& r = image.row;
   nlohmann::json json = {{"OrthancId", r.resourceId},
@@ -72,17 +68,7 @@ nlohmann::json imageJson(const ImageResults& image) {
     const storage::QualityRecord& q = *image.quality;
     json["Quality"] = {{"Flag", optionalText(q.flag)},
                        {"Reasons", splitReasons(q.reasons)},
-                       {"Metrics",
-                        {{"Sharpness", q.sharpness},
-                         {"Noise", q.noise},
-                         {"Contrast", q.contrast},
-                         {"DynamicRange", q.dynamicRange},
-                         {"MeanIntensity", q.meanIntensity},
-                         {"ClipLow", q.clipLow},
-                         {"ClipHigh", q.clipHigh},
-                         {"BodyClipLow", q.bodyClipLow},
-                         {"BodyClipHigh", q.bodyClipHigh},
-                         {"BodyMean", q.bodyMean}}}};
+                       {"Metrics", qualityMetricsJson(q)}};
   } else {
     json["Quality"] = nullptr;
   }
@@ -100,6 +86,18 @@ std::string formatScore(double value) {
 }
 
 }  // namespace
+
+nlohmann::json optionalText(const std::optional<std::string>& text) {
+  return text ? nlohmann::json(*text) : nlohmann::json(nullptr);
+}
+
+nlohmann::json qualityMetricsJson(const storage::QualityRecord& q) {
+  return {{"Sharpness", q.sharpness},         {"Noise", q.noise},
+          {"Contrast", q.contrast},           {"DynamicRange", q.dynamicRange},
+          {"MeanIntensity", q.meanIntensity}, {"ClipLow", q.clipLow},
+          {"ClipHigh", q.clipHigh},           {"BodyClipLow", q.bodyClipLow},
+          {"BodyClipHigh", q.bodyClipHigh},   {"BodyMean", q.bodyMean}};
+}
 
 StudyResults summariseStudy(const StudyInput& input, const std::string& softwareVersion) {
   StudyResults results;

@@ -47,6 +47,11 @@ struct StudyResults {
   std::string fingerprint;
 };
 
+// The quality metrics of one image as JSON (the report and GET /comcl/instances/{id} show the same names).
+nlohmann::json qualityMetricsJson(const storage::QualityRecord& quality);
+// A JSON string, or null for an absent value.
+nlohmann::json optionalText(const std::optional<std::string>& text);
+
 StudyResults summariseStudy(const StudyInput& input, const std::string& softwareVersion);
 
 // The headline values as short metadata strings (each well under Orthanc's ~1 KB guideline).
