@@ -1,6 +1,7 @@
 #include "plugin_config.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <limits>
 #include <thread>
@@ -78,23 +79,39 @@ imaging::QualityThresholds parseQualityThresholds(const nlohmann::json& quality)
     const char* name;
     double imaging::QualityThresholds::*usable;
     double imaging::QualityThresholds::*reject;
+    bool worseBelow;  // the image is worse the lower the measure (sharpness, contrast, ...)
+    bool fraction;    // the measure is a fraction in [0, 1]
   };
+  using T = imaging::QualityThresholds;
   static const Criterion criteria[] = {
-      {"Sharpness", &imaging::QualityThresholds::sharpnessUsable,
-       &imaging::QualityThresholds::sharpnessReject},
-      {"Noise", &imaging::QualityThresholds::noiseUsable, &imaging::QualityThresholds::noiseReject},
-      {"BodyClipHigh", &imaging::QualityThresholds::bodyClipHighUsable,
-       &imaging::QualityThresholds::bodyClipHighReject},
-      {"BodyClipLow", &imaging::QualityThresholds::bodyClipLowUsable,
-       &imaging::QualityThresholds::bodyClipLowReject},
-      {"Contrast", &imaging::QualityThresholds::contrastUsable, &imaging::QualityThresholds::contrastReject},
-      {"DynamicRange", &imaging::QualityThresholds::dynamicRangeUsable,
-       &imaging::QualityThresholds::dynamicRangeReject},
+      {"Sharpness", &T::sharpnessUsable, &T::sharpnessReject, true, false},
+      {"Noise", &T::noiseUsable, &T::noiseReject, false, false},
+      {"BodyClipHigh", &T::bodyClipHighUsable, &T::bodyClipHighReject, false, true},
+      {"BodyClipLow", &T::bodyClipLowUsable, &T::bodyClipLowReject, false, true},
+      {"Contrast", &T::contrastUsable, &T::contrastReject, true, true},
+      {"DynamicRange", &T::dynamicRangeUsable, &T::dynamicRangeReject, true, true},
   };
   const std::string base = "Quality";
   if (!quality.is_object())
     throw ConfigError(qualified(base) + " must be a JSON object, not " + quality.type_name());
   imaging::QualityThresholds thresholds;
+  // Names the criterion in the configuration's own terms; imaging::validate() stays the backstop.
+  const auto checkLevels = [&](const std::string& criterion, double usable, double reject, bool worseBelow,
+                               bool fraction) {
+    const std::string key = qualified(base + "." + criterion);
+    for (const auto& [name, value] : {std::pair<const char*, double>{"Usable", usable}, {"Reject", reject}}) {
+      if (!std::isfinite(value) || value < 0 || (fraction && value > 1)) {
+        throw ConfigError(key + "." + name + " must be " +
+                          (fraction ? "a fraction between 0 and 1" : "0 or more") + ", not " +
+                          std::to_string(value));
+      }
+    }
+    if (worseBelow ? reject > usable : reject < usable) {
+      throw ConfigError(key + ": Reject (" + std::to_string(reject) + ") must be " +
+                        (worseBelow ? "at or below" : "at or above") + " Usable (" + std::to_string(usable) +
+                        "): images are worse the " + (worseBelow ? "lower" : "higher") + " the measure");
+    }
+  };
   const auto level = [&](const nlohmann::json& levels, const std::string& criterion, const char* key) {
     const nlohmann::json& value = levels.at(key);
     if (!value.is_number())
@@ -123,6 +140,7 @@ imaging::QualityThresholds parseQualityThresholds(const nlohmann::json& quality)
         thresholds.*c.usable = level(levels, criterion, "Usable");
       if (levels.contains("Reject"))
         thresholds.*c.reject = level(levels, criterion, "Reject");
+      checkLevels(criterion, thresholds.*c.usable, thresholds.*c.reject, c.worseBelow, c.fraction);
     }
     if (criterion == "ShortSide") {
       known = true;

@@ -95,8 +95,14 @@ TEST(PluginConfig, QualityThresholdsOverrideTheDefaultsAndAreValidated) {
   // The reject level on the wrong side of the usable level: named by the validation.
   const std::string wrongSide =
       errorFor(json{{"Comcl", {{"Quality", {{"Sharpness", {{"Usable", 5}, {"Reject", 50}}}}}}}});
-  EXPECT_EQ(wrongSide.rfind("Comcl.Quality: ", 0), 0u) << wrongSide;
-  EXPECT_NE(wrongSide.find("harpness"), std::string::npos) << wrongSide;
+  EXPECT_EQ(wrongSide.rfind("Comcl.Quality.Sharpness: Reject (50", 0), 0u) << wrongSide;
+  EXPECT_NE(wrongSide.find("at or below Usable (5"), std::string::npos) << wrongSide;
+  EXPECT_EQ(errorFor(json{{"Comcl", {{"Quality", {{"BodyClipLow", {{"Usable", 1.5}}}}}}}})
+                .rfind("Comcl.Quality.BodyClipLow.Usable must be a fraction between 0 and 1", 0),
+            0u);
+  EXPECT_EQ(errorFor(json{{"Comcl", {{"Quality", {{"Noise", {{"Reject", -1}}}}}}}})
+                .rfind("Comcl.Quality.Noise.Reject must be 0 or more", 0),
+            0u);
 }
 
 TEST(PluginConfig, TheShippedConfigurationFileIsValidAndItsCommentedValuesAreTheDefaults) {

@@ -79,6 +79,9 @@ TEST(Plugin, ABadConfigurationStopsStartUpAndNamesTheKey) {
       {{{"Comcl", {{"DatabasPath", "/tmp/x.sqlite"}}}}, "unknown configuration key Comcl.DatabasPath"},
       {{{"Comcl", {{"DatabasePath", 7}}}}, "Comcl.DatabasePath must be a string, not number"},
       {{{"Comcl", "yes"}}, "the \"Comcl\" configuration section must be a JSON object"},
+      {{{"Comcl", {{"Workers", 0}}}}, "Comcl.Workers must be between 1 and 64, not 0"},
+      {{{"Comcl", {{"Quality", {{"Noise", {{"Usable", 9}, {"Reject", 2}}}}}}}},
+       "Comcl.Quality.Noise: Reject (2"},
   };
   for (const auto& [config, message] : cases) {
     std::string log;
