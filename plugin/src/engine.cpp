@@ -411,7 +411,43 @@ void Engine::removeResource(storage::ResourceLevel level, const std::string& id)
 
 // --- catch-up (its own thread)
 
+std::size_t Engine::reconcileDeletions() {
+  std::size_t removed = 0;
+  for (const std::string& study : index_.studyResourceIds()) {
+    if (stopping_)
+      break;
+    const std::optional<nlohmann::json> instances = restGetJsonIfExists("/studies/" + study + "/instances");
+    const std::vector<storage::InstanceRecord> rows = index_.instancesOfStudyResource(study);
+    if (!instances) {
+      removeResource(storage::ResourceLevel::Study, study);
+      removed += rows.size();
+      continue;
+    }
+    std::set<std::string> present;
+    for (const nlohmann::json& instance : *instances)
+      present.insert(instance.at("ID").get<std::string>());
+    bool changed = false;
+    for (const storage::InstanceRecord& row : rows) {
+      if (present.count(row.resourceId) == 0) {
+        removeResource(storage::ResourceLevel::Instance, row.resourceId);
+        ++removed;
+        changed = true;
+      }
+    }
+    if (changed)
+      queueAnnotation(study);  // its results no longer match what Orthanc holds
+  }
+  return removed;
+}
+
 void Engine::catchUpLoop() {
+  try {
+    if (const std::size_t removed = reconcileDeletions(); removed > 0)
+      logWarning("removed " + std::to_string(removed) +
+                 " instance(s) deleted from Orthanc while comcl was not running");
+  } catch (const std::exception& e) {
+    logError(std::string("cannot reconcile the index with Orthanc's studies: ") + e.what());
+  }
   while (!stopping_) {
     bool more = false;
     try {

@@ -86,6 +86,10 @@ class Engine {
   AnnotationResult annotate(const std::string& studyId, bool force);
   void removeResource(storage::ResourceLevel level, const std::string& id);
   void catchUpLoop();
+  // Deletions made while the plugin was not running leave no trace in the change log: at start, every
+  // study the index knows is checked against Orthanc, and rows of studies or instances Orthanc no longer
+  // has are removed. Returns how many instance rows went.
+  std::size_t reconcileDeletions();
   bool catchUpPage();  // true when more changes wait
   void recordLatency(std::vector<double>& window, double milliseconds);
   void warnOnce(const std::string& key, const std::string& message);

@@ -843,15 +843,25 @@ bool Index::removeStudyAnnotation(std::string_view studyResourceId) {
   return connection_.changes() > 0;
 }
 
-std::vector<std::string> Index::reportInstanceIds() {
+std::vector<std::string> Index::textColumn(std::string_view sql) {
   std::lock_guard lock(mutex_);
-  Use get(cached(
-      "SELECT sr_instance_id FROM study_annotations WHERE sr_instance_id <> '' ORDER BY sr_instance_id"));
+  Use get(cached(sql));
   std::vector<std::string> result;
   while (get->step()) {
     result.push_back(get->columnText(0));
   }
   return result;
+}
+
+std::vector<std::string> Index::reportInstanceIds() {
+  return textColumn(
+      "SELECT sr_instance_id FROM study_annotations WHERE sr_instance_id <> '' ORDER BY sr_instance_id");
+}
+
+std::vector<std::string> Index::studyResourceIds() {
+  return textColumn(
+      "SELECT study_resource_id FROM instances WHERE study_resource_id <> ''"
+      " UNION SELECT study_resource_id FROM study_annotations ORDER BY 1");
 }
 
 std::int64_t Index::studyAnnotationCount() {

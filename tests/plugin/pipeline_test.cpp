@@ -395,6 +395,52 @@ TEST_F(PipelineTest, DeletionRemovesIndexRowsAndCacheEntries) {
   EXPECT_TRUE(waitUntil([&] { return orthanc.client().get("/comcl/instances/" + single).status == 404; }));
 }
 
+TEST_F(PipelineTest, DeletionsMadeWhileThePluginWasAbsentAreReconciledAtStart) {
+  TempDir shared, archive;
+  const json storage = {{"StorageDirectory", (shared.path() / "storage").string()},
+                        {"IndexDirectory", (shared.path() / "storage").string()}};
+  imaging::SynthOptions options;  // 3 studies of a frontal and a lateral film
+  options.outputDir = archive.path().string();
+  options.patients = 3;
+  options.studiesPerPatient = 1;
+  options.size = 128;
+  options.degradedFraction = 0;
+  const std::vector<imaging::SynthImage> images = imaging::writeSyntheticArchive(options);
+  std::vector<std::string> studies;
+  {
+    OrthancProcess orthanc(withPlugin(json::object(), storage));
+    for (const std::string& file : dicomFilesOf(images, archive.path()))
+      storeByRest(orthanc, file);
+    studies = studiesOf(orthanc);
+    ASSERT_EQ(studies.size(), 3u);
+    ASSERT_TRUE(waitUntil([&] { return allAnnotated(orthanc, studies.size()); })) << orthanc.log();
+  }
+  std::string goneInstance;
+  {
+    OrthancProcess::Options bare;  // the same archive, comcl not loaded
+    bare.extraConfig = storage;
+    OrthancProcess orthanc(bare);
+    ASSERT_EQ(orthanc.client().del("/studies/" + studies[0]).status, 200);
+    goneInstance = orthanc.client().get("/studies/" + studies[1] + "/instances").json().front().at("ID");
+    ASSERT_EQ(orthanc.client().del("/instances/" + goneInstance).status, 200);
+  }
+  OrthancProcess orthanc(withPlugin(json::object(), storage));
+  EXPECT_TRUE(waitUntil([&] {
+    return orthanc.client().get("/comcl/studies/" + studies[0]).status == 404 &&
+           orthanc.client().get("/comcl/instances/" + goneInstance).status == 404;
+  })) << orthanc.log();
+  // The study that lost one film is annotated again with what is left.
+  EXPECT_TRUE(waitUntil([&] {
+    const json study = orthanc.client().get("/comcl/studies/" + studies[1]).json();
+    return study.at("Instances") == 1 && study.at("Report").at("Images").size() == 1;
+  })) << orthanc.client().get("/comcl/studies/" + studies[1]).body;
+  EXPECT_EQ(orthanc.client().get("/comcl/studies/" + studies[2]).json().at("Instances"), 2);
+  EXPECT_EQ(status(orthanc).at("Instances"), 3);
+  EXPECT_NE(orthanc.log().find("3 instance(s) deleted from Orthanc while comcl was not running"),
+            std::string::npos)
+      << orthanc.log();
+}
+
 TEST_F(PipelineTest, ReannotatingAnUnchangedStudyIsANoOpUnlessForced) {
   OrthancProcess orthanc(withPlugin());
   for (const std::string& file : mhhFiles(1))

@@ -417,6 +417,20 @@ TEST_F(ResourceTreeTest, FreedSlotsArePersisted) {
 
 // --- study annotations
 
+TEST_F(IndexV2Test, StudyResourceIdsComeFromRowsAndAnnotationsOnce) {
+  Index index(path());
+  EXPECT_THAT(index.studyResourceIds(), IsEmpty());
+  index.upsertInstance(orthancRecord("p", "s-b", "x", "i1"));
+  index.upsertInstance(orthancRecord("p", "s-b", "x", "i2"));
+  index.upsertInstance(orthancRecord("p", "s-a", "y", "i3"));
+  InstanceRecord offline;  // indexed without Orthanc ids
+  offline.resourceId = "sha1:abc";
+  index.upsertInstance(offline);
+  index.putStudyAnnotation(annotation("s-c"));  // annotated, its rows already gone
+  index.putStudyAnnotation(annotation("s-a"));
+  EXPECT_EQ(index.studyResourceIds(), (std::vector<std::string>{"s-a", "s-b", "s-c"}));
+}
+
 TEST_F(IndexV2Test, StudyAnnotationsPutReplaceGetRemove) {
   Index index(path());
   EXPECT_FALSE(index.studyAnnotation("s1"));

@@ -219,6 +219,9 @@ class Index {
   bool removeStudyAnnotation(std::string_view studyResourceId);  // false if there was none
   std::vector<std::string> reportInstanceIds();                  // every non-empty srInstanceId, sorted
   std::int64_t studyAnnotationCount();
+  // Every Orthanc study id the index knows (from instance rows or annotations), sorted: for reconciling
+  // with Orthanc after deletions the plugin did not see.
+  std::vector<std::string> studyResourceIds();
 
   // --- patient-level split ("train" / "val" / "test"), fixed once assigned
   // Assigning the same split again is a no-op (the first seed stays); another split throws std::logic_error;
@@ -265,6 +268,7 @@ class Index {
   std::vector<InstanceRecord> instancesWhere(const std::string& sql, std::string_view value);
   // Prepared once and kept; `sql` must outlive the index (string literals, static strings).
   Statement& cached(std::string_view sql);
+  std::vector<std::string> textColumn(std::string_view sql);  // the first column of every row
 
   std::mutex mutex_;
   Connection connection_;
