@@ -105,6 +105,24 @@ bool allAnnotated(const OrthancProcess& orthanc, std::size_t studies) {
   return true;
 }
 
+// Orthanc's storage and index in `dir`, for several Orthanc processes in turn on the same archive.
+json storageIn(const TempDir& dir) {
+  return {{"StorageDirectory", (dir.path() / "storage").string()},
+          {"IndexDirectory", (dir.path() / "storage").string()}};
+}
+
+// A synthetic archive of `patients` x `studies` studies (frontal + lateral) in `dir`, undegraded unless the
+// caller changes the options before writing.
+imaging::SynthOptions synthOptions(const TempDir& dir, int patients, int studies, int size) {
+  imaging::SynthOptions options;
+  options.outputDir = dir.path().string();
+  options.patients = patients;
+  options.studiesPerPatient = studies;
+  options.size = size;
+  options.degradedFraction = 0;
+  return options;
+}
+
 std::vector<std::string> dicomFilesOf(const std::vector<imaging::SynthImage>& images, const fs::path& root) {
   std::vector<std::string> files;
   for (const imaging::SynthImage& image : images)
@@ -234,11 +252,7 @@ TEST_F(PipelineTest, WithoutDeclaredMetadataTheLogSaysSoOnceAndTheAttachmentIsSt
 
 TEST_F(PipelineTest, SyntheticDegradationsGetTheMatchingFlag) {
   TempDir archive;
-  imaging::SynthOptions options;
-  options.outputDir = archive.path().string();
-  options.patients = 6;
-  options.studiesPerPatient = 1;
-  options.size = 512;
+  imaging::SynthOptions options = synthOptions(archive, 6, 1, 512);
   options.degradedFraction = 0.7;
   // The clear cases (docs/quality.md): overexposure is ambiguous on a single film and is left out here.
   options.degradations = {imaging::Degradation::Blur, imaging::Degradation::Noise,
@@ -341,8 +355,7 @@ TEST_F(PipelineTest, TheOwnStructuredReportLandsInTheStudyAndNeverReEnters) {
 
 TEST_F(PipelineTest, StudiesStoredWhileThePluginWasAbsentOrBeforeStabilityAreCaughtUp) {
   TempDir shared;
-  const json storage = {{"StorageDirectory", (shared.path() / "storage").string()},
-                        {"IndexDirectory", (shared.path() / "storage").string()}};
+  const json storage = storageIn(shared);
   std::vector<std::string> files = mhhFiles(3);
   const std::size_t half = files.size() / 2;
   {
@@ -397,14 +410,8 @@ TEST_F(PipelineTest, DeletionRemovesIndexRowsAndCacheEntries) {
 
 TEST_F(PipelineTest, DeletionsMadeWhileThePluginWasAbsentAreReconciledAtStart) {
   TempDir shared, archive;
-  const json storage = {{"StorageDirectory", (shared.path() / "storage").string()},
-                        {"IndexDirectory", (shared.path() / "storage").string()}};
-  imaging::SynthOptions options;  // 3 studies of a frontal and a lateral film
-  options.outputDir = archive.path().string();
-  options.patients = 3;
-  options.studiesPerPatient = 1;
-  options.size = 128;
-  options.degradedFraction = 0;
+  const json storage = storageIn(shared);
+  imaging::SynthOptions options = synthOptions(archive, 3, 1, 128);
   const std::vector<imaging::SynthImage> images = imaging::writeSyntheticArchive(options);
   std::vector<std::string> studies;
   {
@@ -487,12 +494,7 @@ TEST_F(PipelineTest, BadRequestsGetJsonErrorsWithAMessage) {
 
 TEST_F(PipelineTest, AFloodDoesNotBlockCStoreAndWhatTheQueueDropsIsRecovered) {
   TempDir archive;
-  imaging::SynthOptions options;
-  options.outputDir = archive.path().string();
-  options.patients = 250;
-  options.studiesPerPatient = 2;
-  options.size = 48;
-  options.degradedFraction = 0;
+  imaging::SynthOptions options = synthOptions(archive, 250, 2, 48);
   options.encodings = {imaging::Encoding::Mono2Uint8};
   const std::vector<imaging::SynthImage> images = imaging::writeSyntheticArchive(options);
   ASSERT_EQ(images.size(), 1000u);
@@ -510,14 +512,9 @@ TEST_F(PipelineTest, AFloodDoesNotBlockCStoreAndWhatTheQueueDropsIsRecovered) {
 
 TEST_F(PipelineTest, OrthancStopsCleanlyWithWorkInTheQueueAndResumesAfterwards) {
   TempDir archive;
-  imaging::SynthOptions options;
-  options.outputDir = archive.path().string();
-  options.patients = 40;
-  options.studiesPerPatient = 2;
-  options.size = 256;
-  // Uncompressed files only (storescu -R sends each file as it is), and no JpegArtefacts degradation.
+  imaging::SynthOptions options = synthOptions(archive, 40, 2, 256);
+  // Uncompressed files only: storescu -R sends each file as it is.
   options.encodings = {imaging::Encoding::Mono2Uint16, imaging::Encoding::Mono1Uint16};
-  options.degradedFraction = 0;
   const std::vector<imaging::SynthImage> images = imaging::writeSyntheticArchive(options);
   OrthancProcess orthanc(withPlugin({{"Workers", 1}}));
   const CommandResult sent = storescu(orthanc, dicomFilesOf(images, archive.path()));
