@@ -193,11 +193,15 @@ void Engine::recordLatency(std::vector<double>& window, double milliseconds) {
 
 // --- ingest (worker threads, and the annotator for instances it finds missing)
 
-void Engine::ingestInstance(const std::string& instanceId) {
+void Engine::ingestInstance(const std::string& instanceId, bool retryUnsupported) {
   if (stopping_ || isOwnReport(instanceId))
     return;
-  if (index_.findInstance(instanceId))
-    return;  // already indexed (the change log replays what the live path handled)
+  if (const auto row = index_.findInstance(instanceId)) {
+    // Already indexed (the change log replays what the live path handled). An image no decoder could read
+    // is tried again on request: a codec may have been installed since (e.g. orthanc-gdcm).
+    if (!retryUnsupported || row->decodeState != storage::DecodeState::Unsupported)
+      return;
+  }
   const auto start = Clock::now();
   try {
     const std::optional<std::string> dicom = dicomOfInstance(instanceId);
@@ -291,8 +295,8 @@ AnnotationResult Engine::annotate(const std::string& studyId, bool force) {
       if (isOwnReport(id))
         continue;
       std::optional<storage::InstanceRecord> row = index_.findInstance(id);
-      if (!row) {
-        ingestInstance(id);  // not seen yet (queue full, plugin was stopped): index it now
+      if (!row || (force && row->decodeState == storage::DecodeState::Unsupported)) {
+        ingestInstance(id, force);  // not seen yet (queue full, plugin was stopped): index it now
         row = index_.findInstance(id);
       }
       if (row)

@@ -79,7 +79,7 @@ class Engine {
     std::atomic<std::int64_t> annotationFailures{0};
   };
 
-  void ingestInstance(const std::string& instanceId);
+  void ingestInstance(const std::string& instanceId, bool retryUnsupported = false);
   bool isOwnReport(const std::string& instanceId);
   void rememberOwnReport(const std::string& instanceId);
   void queueAnnotation(const std::string& studyId);

@@ -544,6 +544,32 @@ TEST_F(PipelineTest, JpegTwoThousandFallsBackToOrthancsDecoder) {
   EXPECT_FALSE(instance.at("Quality").at("Flag").is_null());
 }
 
+TEST_F(PipelineTest, AnImageNoDecoderCouldReadIsRetriedOnAForcedScoreOnceACodecIsInstalled) {
+  const std::string gdcm = "/usr/share/orthanc/plugins/libOrthancGdcm.so";
+  if (!fs::exists(gdcm))
+    GTEST_SKIP() << "orthanc-gdcm is not installed";
+  TempDir shared;
+  std::string id, study;
+  {
+    OrthancProcess orthanc(withPlugin(json::object(), storageIn(shared)));  // no JPEG 2000 decoder at all
+    id = storeByRest(orthanc, (kSamples / "RG1_J2KI_CR_chest_PA.dcm").string());
+    study = orthanc.client().get("/instances/" + id + "/study").json().at("ID");
+    ASSERT_TRUE(waitUntil([&] { return annotated(orthanc, study); })) << orthanc.log();
+    EXPECT_EQ(orthanc.client().get("/comcl/instances/" + id).json().at("DecodeState"), "unsupported");
+  }
+  OrthancProcess::Options options = withPlugin(json::object(), storageIn(shared));
+  options.plugins.push_back(gdcm);
+  OrthancProcess orthanc(options);
+  const HttpResponse unforced = orthanc.client().post("/comcl/studies/" + study + "/score", "");
+  ASSERT_EQ(unforced.status, 200) << unforced.body;
+  EXPECT_EQ(orthanc.client().get("/comcl/instances/" + id).json().at("DecodeState"), "unsupported");
+  const HttpResponse forced =
+      orthanc.client().post("/comcl/studies/" + study + "/score", R"({"Force": true})");
+  ASSERT_EQ(forced.status, 200) << forced.body;
+  EXPECT_EQ(orthanc.client().get("/comcl/instances/" + id).json().at("DecodeState"), "decoded");
+  EXPECT_FALSE(forced.json().at("Report").at("Quality").at("Flag").is_null());
+}
+
 TEST_F(PipelineTest, OrthancsMetricsShowTheQueueCountsAndLatency) {
   OrthancProcess orthanc(withPlugin());
   for (const std::string& file : mhhFiles(1))
