@@ -26,6 +26,8 @@
 #include <set>
 #include <sstream>
 
+#include "comcl/training/resnet.h"
+
 namespace comcl::training {
 
 namespace fs = std::filesystem;
@@ -195,10 +197,17 @@ std::shared_ptr<ScoringNetwork> buildTinyCnn(const nlohmann::json& params, int c
   return std::make_shared<TinyCnn>(channels, outputs, width, depth);
 }
 
+template <int Depth>
+std::shared_ptr<ScoringNetwork> buildResNet(const nlohmann::json& params, int channels, int outputs) {
+  refuseUnknownParams("resnet" + std::to_string(Depth), params, {});
+  return std::make_shared<ResNet>(Depth, channels, outputs);
+}
+
 using Builder = std::shared_ptr<ScoringNetwork> (*)(const nlohmann::json& params, int channels, int outputs);
 
 const std::map<std::string, Builder>& registry() {
-  static const std::map<std::string, Builder> builders = {{"tiny-cnn", &buildTinyCnn}};
+  static const std::map<std::string, Builder> builders = {
+      {"tiny-cnn", &buildTinyCnn}, {"resnet18", &buildResNet<18>}, {"resnet50", &buildResNet<50>}};
   return builders;
 }
 

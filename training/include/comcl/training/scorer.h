@@ -81,7 +81,8 @@ class ScoringNetwork : public torch::nn::Module {
 // Architecture registry: builds the network for {"name": ..., "params": {...}} with freshly initialised
 // weights. "tiny-cnn" (params: width = channels of the first block, default 16, 1..256; depth = number of
 // conv + batch-norm + ReLU blocks, each halving the resolution and doubling the channels, default 3, 1..6;
-// then global average pooling and a linear head). Unknown names and parameters throw ModelError.
+// then global average pooling and a linear head); "resnet18" and "resnet50" (resnet.h: torchvision's layout
+// and parameter names, no params). Unknown names and parameters throw ModelError.
 std::shared_ptr<ScoringNetwork> buildNetwork(const nlohmann::json& architecture, int channels, int outputs);
 std::vector<std::string> knownArchitectures();
 
