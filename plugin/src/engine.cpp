@@ -393,18 +393,9 @@ AnnotationResult Engine::annotate(const std::string& studyId, bool force) {
 void Engine::removeResource(storage::ResourceLevel level, const std::string& id) {
   try {
     // Erase the pixels while the rows still hold their slots, so no new image can have taken one.
-    std::vector<storage::InstanceRecord> rows;
-    if (level == storage::ResourceLevel::Instance) {
-      if (auto row = index_.findInstance(id))
-        rows.push_back(*row);
-    } else if (level == storage::ResourceLevel::Study) {
-      rows = index_.instancesOfStudyResource(id);
-    }
     const std::vector<std::uint8_t> blank(cache_.imageBytes(), 0);
-    for (const storage::InstanceRecord& row : rows) {
-      if (row.cacheSlot)
-        cache_.write(*row.cacheSlot, 0, blank.data());
-    }
+    for (const std::int64_t slot : index_.cacheSlotsUnder(level, id))
+      cache_.write(slot, 0, blank.data());
     const std::vector<std::string> removed = index_.removeInstancesUnder(level, id);
     if (!removed.empty())
       logInfo("removed " + std::to_string(removed.size()) + " deleted instance(s) from the index");

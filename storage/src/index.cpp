@@ -477,6 +477,21 @@ bool Index::removeInstance(std::string_view resourceId) {
   return true;
 }
 
+std::vector<std::int64_t> Index::cacheSlotsUnder(ResourceLevel level, std::string_view resourceId) {
+  if (resourceId.empty()) {
+    throw std::invalid_argument("looking up instances under an empty resource id");
+  }
+  std::lock_guard lock(mutex_);
+  Use select(cached(rowsUnderSql(level)));
+  select->bind(1, resourceId);
+  std::vector<std::int64_t> slots;
+  while (select->step()) {
+    if (const auto slot = select->columnOptionalInt(2))
+      slots.push_back(*slot);
+  }
+  return slots;
+}
+
 std::vector<std::string> Index::removeInstancesUnder(ResourceLevel level, std::string_view resourceId) {
   if (resourceId.empty()) {
     throw std::invalid_argument("removing instances under an empty resource id");

@@ -406,6 +406,17 @@ TEST_F(PipelineTest, DeletionRemovesIndexRowsAndCacheEntries) {
   const std::string single = rest.front().at("ID");
   ASSERT_EQ(orthanc.client().del("/instances/" + single).status, 200);
   EXPECT_TRUE(waitUntil([&] { return orthanc.client().get("/comcl/instances/" + single).status == 404; }));
+
+  // And a whole patient: every row under it goes.
+  const std::string patient = orthanc.client().get("/studies/" + studies.back()).json().at("ParentPatient");
+  const json patientInstances = orthanc.client().get("/patients/" + patient + "/instances").json();
+  ASSERT_FALSE(patientInstances.empty());
+  ASSERT_EQ(orthanc.client().del("/patients/" + patient).status, 200);
+  for (const json& instance : patientInstances) {
+    const std::string id = instance.at("ID");
+    EXPECT_TRUE(waitUntil([&] { return orthanc.client().get("/comcl/instances/" + id).status == 404; }))
+        << id;
+  }
 }
 
 TEST_F(PipelineTest, DeletionsMadeWhileThePluginWasAbsentAreReconciledAtStart) {

@@ -329,6 +329,22 @@ class ResourceTreeTest : public IndexV2Test {
   std::map<std::string, std::int64_t> slots_;
 };
 
+TEST_F(ResourceTreeTest, CacheSlotsUnderEachLevelAreTheSlotsOfExactlyTheRowsBelow) {
+  const auto slotsOf = [&](const std::string& prefix) {
+    std::vector<std::int64_t> slots;
+    for (const std::string& name : instancesStartingWith(prefix))
+      slots.push_back(slots_.at(name));
+    return slots;
+  };
+  EXPECT_EQ(index_->cacheSlotsUnder(ResourceLevel::Patient, "p2"), slotsOf("p2"));
+  EXPECT_EQ(index_->cacheSlotsUnder(ResourceLevel::Study, "p1s2"), slotsOf("p1s2"));
+  EXPECT_EQ(index_->cacheSlotsUnder(ResourceLevel::Series, "p2s1x2"), slotsOf("p2s1x2"));
+  EXPECT_EQ(index_->cacheSlotsUnder(ResourceLevel::Instance, "p1s1x1i2"), slotsOf("p1s1x1i2"));
+  EXPECT_THAT(index_->cacheSlotsUnder(ResourceLevel::Study, "p1"), IsEmpty());  // a patient id, not a study
+  EXPECT_THROW(index_->cacheSlotsUnder(ResourceLevel::Patient, ""), std::invalid_argument);
+  EXPECT_EQ(index_->instanceCount(), 16);  // looking removes nothing
+}
+
 TEST_F(ResourceTreeTest, RemovesAPatient) {
   const auto removed = index_->removeInstancesUnder(ResourceLevel::Patient, "p1");
   EXPECT_EQ(removed, instancesStartingWith("p1"));

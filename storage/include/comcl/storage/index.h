@@ -181,6 +181,9 @@ class Index {
   // even when no row was under it. Returns the removed rows' resource ids in id order (empty for an unknown
   // id). Throws std::invalid_argument for an empty id.
   std::vector<std::string> removeInstancesUnder(ResourceLevel level, std::string_view resourceId);
+  // The cache slots held by the instance rows under that Orthanc resource (what removeInstancesUnder would
+  // free), in row order: to blank the pixels before the rows go.
+  std::vector<std::int64_t> cacheSlotsUnder(ResourceLevel level, std::string_view resourceId);
   std::int64_t instanceCount();
   IndexSummary summary();
   std::map<std::string, std::int64_t> decodeStateCounts();    // decode state name -> rows
