@@ -228,10 +228,7 @@ void Engine::ingestInstance(const std::string& instanceId, bool retryUnsupported
     ++counters_.failed;
     logError("cannot index instance " + instanceId + ": " + e.what());
   }
-  const double ms = millisecondsSince(start);
-  recordLatency(ingestLatencies_, ms);
-  std::lock_guard lock(stateMutex_);
-  lastIngestMs_ = ms;
+  recordLatency(ingestLatencies_, millisecondsSince(start));
 }
 
 // --- annotation (the annotator thread)
@@ -383,10 +380,7 @@ AnnotationResult Engine::annotate(const std::string& studyId, bool force) {
     logError("cannot annotate study " + studyId + ": " + e.what());
     result = {AnnotationOutcome::Failed, e.what(), nullptr};
   }
-  const double ms = millisecondsSince(start);
-  recordLatency(annotationLatencies_, ms);
-  std::lock_guard lock(stateMutex_);
-  lastAnnotationMs_ = ms;
+  recordLatency(annotationLatencies_, millisecondsSince(start));
   return result;
 }
 
@@ -625,8 +619,8 @@ void Engine::publishMetrics() {
   {
     std::lock_guard lock(stateMutex_);
     ingest = ingestLatencies_;
-    lastIngest = lastIngestMs_;
-    lastAnnotation = lastAnnotationMs_;
+    lastIngest = ingestLatencies_.empty() ? 0 : ingestLatencies_.back();
+    lastAnnotation = annotationLatencies_.empty() ? 0 : annotationLatencies_.back();
   }
   const auto set = [context](const char* name, double value, OrthancPluginMetricsType type) {
     OrthancPluginSetMetricsValue(context, name, static_cast<float>(value), type);

@@ -109,8 +109,6 @@ class Engine {
   std::set<std::string> warned_;
   std::vector<double> ingestLatencies_;      // last N, milliseconds
   std::vector<double> annotationLatencies_;  // last N, milliseconds
-  double lastIngestMs_ = 0;
-  double lastAnnotationMs_ = 0;
 
   Counters counters_;
   std::atomic<bool> stopping_{false};
