@@ -104,14 +104,21 @@ std::string ScoringService::lastError() const {
   return lastError_;
 }
 
-void ScoringService::enqueue(const storage::InstanceRecord& row) {
+std::optional<ScoringService::Item> ScoringService::itemOf(const storage::InstanceRecord& row) {
   if (row.decodeState != storage::DecodeState::Decoded || !row.cacheSlot)
+    return std::nullopt;  // nothing cached to score
+  return Item{row.id, *row.cacheSlot, storage::cacheKey(row.resourceId)};
+}
+
+void ScoringService::enqueue(const storage::InstanceRecord& row) {
+  const std::optional<Item> item = itemOf(row);
+  if (!item)
     return;
   {
     std::lock_guard lock(queueMutex_);
     if (stopping_)
       return;
-    queue_.push_back({row.id, *row.cacheSlot, storage::cacheKey(row.resourceId)});
+    queue_.push_back(*item);
   }
   queueChanged_.notify_all();
 }
@@ -193,10 +200,9 @@ std::size_t ScoringService::scoreMissing(const std::vector<storage::InstanceReco
     return 0;
   std::vector<Item> missing;
   for (const storage::InstanceRecord& row : rows) {
-    if (row.decodeState != storage::DecodeState::Decoded || !row.cacheSlot)
-      continue;
-    if (index_.predictionsOfModel(row.id, model_->version).empty())
-      missing.push_back({row.id, *row.cacheSlot, storage::cacheKey(row.resourceId)});
+    const std::optional<Item> item = itemOf(row);
+    if (item && index_.predictionsOfModel(row.id, model_->version).empty())
+      missing.push_back(*item);
   }
   for (std::size_t begin = 0; begin < missing.size(); begin += batchSize_) {
     const auto end = std::min(missing.size(), begin + batchSize_);

@@ -72,6 +72,7 @@ class ScoringService {
     std::int64_t slot;
     std::uint64_t key;
   };
+  static std::optional<Item> itemOf(const storage::InstanceRecord& row);  // decoded rows with a cache slot
   void run();
   // Requires deviceMutex_. Scores `items` with the loaded model and stores the predictions.
   void scoreLocked(const std::vector<Item>& items);
