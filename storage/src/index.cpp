@@ -44,6 +44,9 @@ const std::string kSelectByPatient =
     "SELECT " + kInstanceColumns + " FROM instances WHERE patient_key = ? ORDER BY id";
 const std::string kSelectByStudy =
     "SELECT " + kInstanceColumns + " FROM instances WHERE study_instance_uid = ? ORDER BY id";
+const std::string kSelectDecoded =
+    "SELECT " + kInstanceColumns +
+    " FROM instances WHERE decode_state = ? AND cache_slot IS NOT NULL ORDER BY id";
 const std::string kSelectByStudyResource =
     "SELECT " + kInstanceColumns + " FROM instances WHERE study_resource_id = ? ORDER BY id";
 // Rows under an Orthanc resource, for removeInstancesUnder: id, resource_id, cache_slot, study_resource_id.
@@ -447,6 +450,10 @@ std::vector<InstanceRecord> Index::instancesOfStudyResource(std::string_view stu
   return instancesWhere(kSelectByStudyResource, studyResourceId);
 }
 
+std::vector<InstanceRecord> Index::decodedInstances() {
+  return instancesWhere(kSelectDecoded, toString(DecodeState::Decoded));
+}
+
 void Index::removeRowLocked(std::int64_t id, std::optional<std::int64_t> slot,
                             std::vector<SlotEvent>& events) {
   {
@@ -764,6 +771,17 @@ std::vector<LabelRecord> Index::labels(std::string_view scope, std::string_view 
   Use get(cached(
       "SELECT scope, key, finding, value, source FROM labels WHERE scope = ? AND key = ? ORDER BY finding"));
   get->bind(1, scope).bind(2, key);
+  std::vector<LabelRecord> result;
+  while (get->step()) {
+    result.push_back({get->columnText(0), get->columnText(1), get->columnText(2), get->columnDouble(3),
+                      get->columnText(4)});
+  }
+  return result;
+}
+
+std::vector<LabelRecord> Index::allLabels() {
+  std::lock_guard lock(mutex_);
+  Use get(cached("SELECT scope, key, finding, value, source FROM labels ORDER BY scope, key, finding"));
   std::vector<LabelRecord> result;
   while (get->step()) {
     result.push_back({get->columnText(0), get->columnText(1), get->columnText(2), get->columnDouble(3),

@@ -169,6 +169,8 @@ class Index {
   std::vector<InstanceRecord> instancesOfPatient(std::string_view patientKey);
   std::vector<InstanceRecord> instancesOfStudy(std::string_view studyInstanceUid);
   std::vector<InstanceRecord> instancesOfStudyResource(std::string_view studyResourceId);
+  // Every decoded row that has a cache slot, in id order: what training reads.
+  std::vector<InstanceRecord> decodedInstances();
   // Points an existing row at `slot` (or none), freeing its previous slot as upsertInstance does (e.g. to
   // attach pixels cached after the row was written). Returns false if there is no such row.
   bool setCacheSlot(std::int64_t instanceId, std::optional<std::int64_t> slot);
@@ -210,6 +212,7 @@ class Index {
   // --- labels
   void putLabels(const std::vector<LabelRecord>& labels);
   std::vector<LabelRecord> labels(std::string_view scope, std::string_view key);
+  std::vector<LabelRecord> allLabels();  // ordered by scope, key, finding
 
   // --- predictions
   void putPredictions(const std::vector<PredictionRecord>& predictions);

@@ -1,0 +1,25 @@
+// The comcl command-line tool is a set of subcommands registered by modules: the DICOM side (decode, index,
+// synth, imports) needs DCMTK; the training side (pairs, pretrain, evaluation, score) needs only LibTorch, so
+// that a training-only build on a GPU machine still has a CLI.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <vector>
+
+namespace comcl::cli {
+
+// A parsed subcommand and what running it means; run() returns the process exit code.
+struct Command {
+  CLI::App* subcommand = nullptr;
+  std::function<int()> run;
+};
+
+#ifdef COMCL_WITH_IMAGING
+void addImagingCommands(CLI::App& app, std::vector<Command>& commands);
+// Silences DCMTK's logger unless --verbose (our own messages already say what went wrong).
+void quietDicomToolkit(bool verbose);
+#endif
+void addTrainingCommands(CLI::App& app, std::vector<Command>& commands);
+
+}  // namespace comcl::cli
