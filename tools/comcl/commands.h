@@ -17,6 +17,7 @@ struct Command {
 
 #ifdef COMCL_WITH_IMAGING
 void addImagingCommands(CLI::App& app, std::vector<Command>& commands);
+void addImportCommands(CLI::App& app, std::vector<Command>& commands);
 // Silences DCMTK's logger unless --verbose (our own messages already say what went wrong).
 void quietDicomToolkit(bool verbose);
 #endif

@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   std::vector<comcl::cli::Command> commands;
 #ifdef COMCL_WITH_IMAGING
   comcl::cli::addImagingCommands(app, commands);
+  comcl::cli::addImportCommands(app, commands);
 #endif
   comcl::cli::addTrainingCommands(app, commands);
 

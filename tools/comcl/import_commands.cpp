@@ -1,0 +1,178 @@
+// comcl import-manifest / import-labels: PNG data sets described by a manifest.csv, and manifest labels for
+// images indexed from DICOM (imaging/manifest_import.h does the work; this file parses and prints).
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+
+#include "comcl/imaging/manifest_import.h"
+#include "comcl/storage/image_cache.h"
+#include "comcl/storage/index.h"
+#include "commands.h"
+
+namespace fs = std::filesystem;
+
+namespace comcl::cli {
+namespace {
+
+// "  title: a 1, b 2" with the title padded to `width` characters.
+void printCounts(const std::string& title, const std::map<std::string, std::int64_t>& counts,
+                 int width = 13) {
+  std::cout << "  " << std::left << std::setw(width) << (title + ":") << std::right;
+  if (counts.empty())
+    std::cout << "(none)";
+  bool first = true;
+  for (const auto& [name, count] : counts) {
+    std::cout << (first ? "" : ", ") << (name.empty() ? "(missing)" : name) << " " << count;
+    first = false;
+  }
+  std::cout << "\n";
+}
+
+// One line per finding: "  COVID-19: 126 positive, 88 negative[, 2 uncertain]", names aligned.
+void printLabels(const std::map<std::string, imaging::FindingCounts>& labels, std::int64_t labelledRows,
+                 std::int64_t unlabelledRows, std::int64_t written, const std::string& source) {
+  std::cout << "labels:        " << labels.size() << " finding(s), " << labelledRows << " labelled row(s), "
+            << unlabelledRows << " unlabelled; " << written << " new or changed in the index (source "
+            << source << ")\n";
+  std::size_t width = 0;
+  for (const auto& entry : labels)
+    width = std::max(width, entry.first.size() + 1);
+  for (const auto& [finding, c] : labels) {
+    std::cout << "  " << std::left << std::setw(static_cast<int>(width)) << (finding + ":") << std::right
+              << " " << c.positives << " positive, " << c.negatives << " negative";
+    if (c.uncertain > 0)
+      std::cout << ", " << c.uncertain << " uncertain";
+    std::cout << "\n";
+  }
+}
+
+void printFailures(const char* command, const std::vector<imaging::RowFailure>& failures) {
+  for (const imaging::RowFailure& f : failures) {
+    std::cerr << "comcl " << command << ": row " << f.row << " (line " << f.line << ")"
+              << (f.imageId.empty() ? "" : ", image_id " + f.imageId) << ": " << f.reason << "\n";
+  }
+}
+
+void printWarnings(const char* command, const std::vector<std::string>& warnings) {
+  for (const std::string& w : warnings)
+    std::cerr << "comcl " << command << ": warning: " << w << "\n";
+}
+
+int runImportManifest(const std::string& folder, const std::string& dbPath, std::string cachePath, int size,
+                      int bits, bool replace) {
+  const auto started = std::chrono::steady_clock::now();
+  imaging::Manifest manifest;
+  try {  // before the database and cache are opened, so that a bad manifest creates nothing
+    manifest = imaging::readManifest(folder);
+  } catch (const imaging::ManifestError& e) {
+    std::cerr << "comcl import-manifest: " << e.what() << "\n";
+    return 2;
+  }
+  if (cachePath.empty())
+    cachePath = dbPath + ".images";
+  storage::Index index(dbPath);
+  storage::ImageCache cache(cachePath, storage::CacheFormat{size, bits});
+  imaging::ManifestImportOptions options;
+  options.replaceExisting = replace;
+  const imaging::ManifestImportReport r = imaging::importManifest(manifest, index, cache, options);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+
+  std::cout << "imported " << r.manifestPath << " (" << r.rows << " rows) in " << std::fixed
+            << std::setprecision(2) << seconds << " s\n"
+            << std::defaultfloat << "  this run:    " << r.imported << " imported, " << r.unchanged
+            << " unchanged, " << r.replaced << " replaced, " << r.failures.size() << " failed\n"
+            << "  instances:   " << r.resourcePrefix << "<image_id>\n"
+            << "  database:    " << dbPath << "\n"
+            << "  image cache: " << cachePath << " (" << size << "x" << size << ", " << bits << "-bit)\n"
+            << "  study dates: "
+            << (r.studyDateColumn ? "column " + *r.studyDateColumn : std::string("(no YYYYMMDD column)"))
+            << "\n"
+            << "manifest rows in the index:\n"
+            << "  images:      " << r.images << "\n"
+            << "  patients:    " << r.patients << " (" << r.patientsWithSeveralImages
+            << " with >= 2 images)\n"
+            << "  studies:     " << r.studies << "\n";
+  printCounts("views", r.views);
+  printCounts("modalities", r.modalities);
+  printCounts("quality", r.qualityFlags);
+  if (!r.qualityReasons.empty())
+    printCounts("reasons", r.qualityReasons);
+  if (!r.metadataIssues.empty())
+    printCounts("metadata", r.metadataIssues);
+  printLabels(r.labels, r.labelledRows, r.unlabelledRows, r.labelsWritten, r.labelSource);
+  printWarnings("import-manifest", r.warnings);
+  printFailures("import-manifest", r.failures);
+  return r.failures.empty() ? 0 : 1;
+}
+
+int runImportLabels(const std::string& manifest, const std::string& dbPath, const std::string& match) {
+  if (!fs::is_regular_file(dbPath)) {
+    std::cerr << "comcl import-labels: no such database: " << dbPath << "\n";
+    return 2;
+  }
+  storage::Index index(dbPath);
+  imaging::LabelImportOptions options;
+  options.matchColumn = match;
+  imaging::LabelImportReport r;
+  try {
+    r = imaging::importLabels(manifest, index, options);
+  } catch (const imaging::ManifestError& e) {
+    std::cerr << "comcl import-labels: " << e.what() << "\n";
+    return 2;
+  }
+  std::cout << "labels from " << r.manifestPath << " (" << r.rows << " rows)\n"
+            << "  matched:     " << r.matchedRows << " rows to " << r.instancesLabelled
+            << " labelled index rows by " << r.matchColumn << ", " << r.failures.size() << " rows failed\n"
+            << "  database:    " << dbPath << "\n";
+  printLabels(r.labels, r.labelledRows, r.unlabelledRows, r.labelsWritten, r.labelSource);
+  printWarnings("import-labels", r.warnings);
+  printFailures("import-labels", r.failures);
+  return r.failures.empty() ? 0 : 1;
+}
+
+}  // namespace
+
+void addImportCommands(CLI::App& app, std::vector<Command>& commands) {
+  // Options live as long as the process: the commands run after parsing, from main().
+  struct Options {
+    std::string manifestFolder, manifestDb = "comcl.sqlite", manifestCache;
+    int manifestSize = 256, manifestBits = 8;
+    bool manifestReplace = false;
+    std::string labelsManifest, labelsDb, labelsMatch;
+  };
+  static Options o;
+
+  CLI::App* manifest = app.add_subcommand(
+      "import-manifest", "Import a PNG data set described by FOLDER/manifest.csv, with its labels");
+  manifest->add_option("folder", o.manifestFolder, "Folder holding manifest.csv and the images")->required();
+  manifest->add_option("--db", o.manifestDb, "SQLite index database")->capture_default_str();
+  manifest->add_option("--cache", o.manifestCache, "Image cache file (default: DB path + .images)");
+  manifest->add_option("--size", o.manifestSize, "Cache image size")
+      ->capture_default_str()
+      ->check(CLI::Range(16, 4096));
+  manifest->add_option("--bits", o.manifestBits, "Cache depth")
+      ->capture_default_str()
+      ->check(CLI::IsMember({8, 16}));
+  manifest->add_flag("--replace", o.manifestReplace, "Re-read and replace rows that are already imported");
+
+  CLI::App* labels = app.add_subcommand(
+      "import-labels", "Store a manifest's label columns on images indexed from DICOM (comcl index)");
+  labels->add_option("manifest", o.labelsManifest, "manifest.csv with label_<name> or labels columns")
+      ->required();
+  labels->add_option("--db", o.labelsDb, "SQLite index database")->required();
+  labels
+      ->add_option("--match", o.labelsMatch,
+                   "Manifest column whose path ends each index row's source (default: dicom_file, else file)")
+      ->check(CLI::IsMember({"file", "dicom_file"}));
+
+  commands.push_back({manifest, [] {
+                        return runImportManifest(o.manifestFolder, o.manifestDb, o.manifestCache,
+                                                 o.manifestSize, o.manifestBits, o.manifestReplace);
+                      }});
+  commands.push_back({labels, [] { return runImportLabels(o.labelsManifest, o.labelsDb, o.labelsMatch); }});
+}
+
+}  // namespace comcl::cli
