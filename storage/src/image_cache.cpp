@@ -157,23 +157,11 @@ void createFile(const std::string& path, const CacheFormat& format, std::size_t 
 
 }  // namespace
 
-ImageCache::ImageCache(const std::string& path, CacheFormat format) : path_(path), format_(format) {
-  if (format.size <= 0 || format.size > 65536 || (format.bitsPerSample != 8 && format.bitsPerSample != 16)) {
-    throw CacheError("image cache " + path + ": unsupported format " + describe(format) +
-                     " (size 1..65536, 8 or 16 bits)");
-  }
-  stride_ = (kSlotHeaderBytes + format.imageBytes() + kSlotAlignment - 1) / kSlotAlignment * kSlotAlignment;
-
-  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
-  if (fd.get() < 0 && errno == ENOENT) {
-    createFile(path, format, stride_);
-    fd.reset(::open(path.c_str(), O_RDWR | O_CLOEXEC));
-  }
-  if (fd.get() < 0) {
-    throw CacheError("image cache " + path + ": cannot open: " + errnoText(errno));
-  }
+// Reads and checks the file header of an open cache file; returns its format and the file size.
+namespace {
+CacheFormat readHeader(int fd, const std::string& path, std::size_t& fileSize) {
   struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) {
+  if (::fstat(fd, &st) != 0) {
     throw CacheError("image cache " + path + ": cannot stat: " + errnoText(errno));
   }
   if (static_cast<std::size_t>(st.st_size) < kFileHeaderBytes) {
@@ -181,7 +169,7 @@ ImageCache::ImageCache(const std::string& path, CacheFormat format) : path_(path
                      " bytes is too short to be a comcl image cache");
   }
   std::array<std::uint8_t, kFileHeaderBytes> header{};
-  if (::pread(fd.get(), header.data(), header.size(), 0) != static_cast<ssize_t>(header.size())) {
+  if (::pread(fd, header.data(), header.size(), 0) != static_cast<ssize_t>(header.size())) {
     throw CacheError("image cache " + path + ": cannot read header: " + errnoText(errno));
   }
   if (std::memcmp(header.data(), kFileMagic, sizeof kFileMagic) != 0) {
@@ -198,15 +186,46 @@ ImageCache::ImageCache(const std::string& path, CacheFormat format) : path_(path
   CacheFormat found;
   found.size = static_cast<int>(getU32(header.data() + 12));
   found.bitsPerSample = static_cast<int>(getU32(header.data() + 16));
+  const std::size_t stride =
+      (kSlotHeaderBytes + found.imageBytes() + kSlotAlignment - 1) / kSlotAlignment * kSlotAlignment;
+  if (getU32(header.data() + 20) != kSlotHeaderBytes || getU64(header.data() + 24) != stride) {
+    throw CacheError("image cache " + path + ": slot layout in the header does not match its format");
+  }
+  fileSize = static_cast<std::size_t>(st.st_size);
+  return found;
+}
+}  // namespace
+
+CacheFormat ImageCache::formatOf(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0)
+    throw CacheError("image cache " + path + ": cannot open: " + errnoText(errno));
+  std::size_t fileSize = 0;
+  return readHeader(fd.get(), path, fileSize);
+}
+
+ImageCache::ImageCache(const std::string& path, CacheFormat format) : path_(path), format_(format) {
+  if (format.size <= 0 || format.size > 65536 || (format.bitsPerSample != 8 && format.bitsPerSample != 16)) {
+    throw CacheError("image cache " + path + ": unsupported format " + describe(format) +
+                     " (size 1..65536, 8 or 16 bits)");
+  }
+  stride_ = (kSlotHeaderBytes + format.imageBytes() + kSlotAlignment - 1) / kSlotAlignment * kSlotAlignment;
+
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+  if (fd.get() < 0 && errno == ENOENT) {
+    createFile(path, format, stride_);
+    fd.reset(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+  }
+  if (fd.get() < 0) {
+    throw CacheError("image cache " + path + ": cannot open: " + errnoText(errno));
+  }
+  std::size_t fileSize = 0;
+  const CacheFormat found = readHeader(fd.get(), path, fileSize);
   if (!(found == format)) {
     throw CacheError("image cache " + path + " holds " + describe(found) + " images, but " +
                      describe(format) + " images were requested");
   }
-  if (getU32(header.data() + 20) != kSlotHeaderBytes || getU64(header.data() + 24) != stride_) {
-    throw CacheError("image cache " + path + ": slot layout in the header does not match its format");
-  }
-
-  const std::size_t length = static_cast<std::size_t>(st.st_size);
+  const std::size_t length = fileSize;
   void* map = ::mmap(nullptr, length, PROT_READ, MAP_SHARED, fd.get(), 0);
   if (map == MAP_FAILED) {
     throw CacheError("image cache " + path + ": cannot map: " + errnoText(errno));

@@ -1,1 +1,2 @@
-// placeholder: filled in by issue 4
+// OrderedPrefetcher is a header-only template (loader.h); this unit keeps the header compiling on its own.
+#include "comcl/training/loader.h"

@@ -116,26 +116,6 @@ void validate(const ModelFile& m) {
     invalid("metrics", "must be an object, not " + m.metrics.dump());
 }
 
-// "2024-05-01T12:00:00Z"
-std::string utcNow() {
-  const std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  std::tm utc{};
-  gmtime_r(&now, &utc);
-  char text[32];
-  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &utc);
-  return text;
-}
-
-std::string firstLine(const std::string& text) {
-  return text.substr(0, text.find('\n'));
-}
-
-std::string shapeText(const torch::Tensor& tensor) {
-  std::ostringstream out;
-  out << tensor.sizes();
-  return out.str();
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // Architectures
 
@@ -212,65 +192,6 @@ const std::map<std::string, Builder>& registry() {
 }
 
 // Every tensor the weights file holds for a network: parameters, then buffers, by name in the module.
-struct NamedTensor {
-  std::string name;
-  torch::Tensor tensor;
-  bool isBuffer = false;
-};
-
-std::vector<NamedTensor> stateOf(torch::nn::Module& network) {
-  std::vector<NamedTensor> state;
-  for (const auto& item : network.named_parameters(true))
-    state.push_back({item.key(), item.value(), false});
-  for (const auto& item : network.named_buffers(true))
-    state.push_back({item.key(), item.value(), true});
-  return state;
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Files
-
-[[noreturn]] void ioError(const std::string& what, const fs::path& path) {
-  throw ModelError("cannot " + what + " " + path.string() + ": " + std::strerror(errno));
-}
-
-void fsyncPath(const fs::path& path, bool directory) {
-  const int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-  if (fd < 0)
-    ioError("open", path);
-  const int status = ::fsync(fd);
-  const int savedErrno = errno;
-  ::close(fd);
-  if (status != 0) {
-    errno = savedErrno;
-    ioError("fsync", path);
-  }
-}
-
-void writeText(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(text.data(), static_cast<std::streamsize>(text.size()));
-  out.close();
-  if (!out)
-    ioError("write", path);
-  fsyncPath(path, false);
-}
-
-// Renames without replacing: a plain rename() would silently replace an empty directory created meanwhile.
-void renameNoReplace(const fs::path& from, const fs::path& to) {
-  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0)
-    return;
-  if (errno == EEXIST || errno == ENOTEMPTY)
-    throw ModelError("refusing to overwrite the existing model directory " + to.string());
-  if (errno != EINVAL && errno != ENOSYS)
-    ioError("rename " + from.string() + " to", to);
-  // A file system without RENAME_NOREPLACE: check, then rename (rename refuses a non-empty target).
-  if (fs::exists(to))
-    throw ModelError("refusing to overwrite the existing model directory " + to.string());
-  if (::rename(from.c_str(), to.c_str()) != 0)
-    ioError("rename " + from.string() + " to", to);
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // The scorer
 
@@ -336,48 +257,6 @@ class NetworkScorer final : public Scorer {
   torch::Tensor std_;
 };
 
-// Copies the tensors of `archive` into `network` (on the CPU), refusing missing, extra or misshapen ones.
-void loadWeights(torch::serialize::InputArchive& archive, torch::nn::Module& network) {
-  const std::vector<NamedTensor> state = stateOf(network);
-  std::set<std::string> expected;
-  torch::NoGradGuard noGrad;
-  for (const NamedTensor& item : state) {
-    expected.insert(item.name);
-    torch::Tensor stored;
-    if (!archive.try_read(item.name, stored, item.isBuffer))
-      throw ModelError("tensor \"" + item.name + "\" is missing");
-    if (!stored.sizes().equals(item.tensor.sizes())) {
-      throw ModelError("tensor \"" + item.name + "\" has shape " + shapeText(stored) +
-                       " but the architecture needs " + shapeText(item.tensor));
-    }
-    item.tensor.copy_(stored);
-  }
-  for (const std::string& key : archive.keys()) {
-    if (expected.count(key) == 0)
-      throw ModelError("tensor \"" + key + "\" is not part of the architecture");
-  }
-}
-
-// Why `network` cannot be written as `architecture`, or "" when it matches.
-std::string mismatch(torch::nn::Module& network, torch::nn::Module& reference) {
-  std::map<std::string, torch::Tensor> given;
-  for (const NamedTensor& item : stateOf(network))
-    given.emplace(item.name, item.tensor);
-  for (const NamedTensor& item : stateOf(reference)) {
-    const auto it = given.find(item.name);
-    if (it == given.end())
-      return "the network has no tensor \"" + item.name + "\"";
-    if (!it->second.sizes().equals(item.tensor.sizes())) {
-      return "tensor \"" + item.name + "\" has shape " + shapeText(it->second) +
-             " but the architecture needs " + shapeText(item.tensor);
-    }
-    given.erase(it);
-  }
-  if (!given.empty())
-    return "tensor \"" + given.begin()->first + "\" is not part of the architecture";
-  return {};
-}
-
 }  // namespace
 
 // -------------------------------------------------------------------------------------------------------------
@@ -397,6 +276,8 @@ nlohmann::json toJson(const ModelFile& model) {
   json["createdAt"] = model.createdAt;
   json["method"] = model.method;
   json["metrics"] = model.metrics;
+  if (!model.training.empty())
+    json["training"] = model.training;
   return json;
 }
 
@@ -434,6 +315,7 @@ ModelFile modelFileFromJson(const nlohmann::json& json) {
   m.createdAt = stringField(json, "createdAt");
   m.method = stringField(json, "method");
   m.metrics = json.contains("metrics") ? json["metrics"] : nlohmann::json::object();
+  m.training = json.contains("training") ? json["training"] : nlohmann::json::object();
   validate(m);
   return m;
 }
@@ -500,28 +382,22 @@ std::unique_ptr<Scorer> loadScorer(const std::string& modelDirectory, torch::Dev
   } catch (const ModelError& e) {
     throw ModelError(directory.string() + ": " + e.what());
   }
-  const fs::path weights = directory / kWeights;
-  std::error_code error;
-  if (!fs::exists(weights, error))
-    throw ModelError(weights.string() + " is missing");
+  const std::string weights = (directory / kWeights).string();
   torch::serialize::InputArchive archive;
+  loadArchive(archive, weights);
   try {
-    archive.load_from(weights.string(), torch::Device(torch::kCPU));
-  } catch (const std::exception& e) {
-    throw ModelError("cannot read " + weights.string() + ": " + firstLine(e.what()));
-  }
-  try {
-    loadWeights(archive, *network);
+    readStateStrict(archive, *network);
   } catch (const ModelError& e) {
-    throw ModelError(weights.string() + ": " + e.what());
+    throw ModelError(weights + ": " + e.what());
   } catch (const std::exception& e) {
-    throw ModelError("cannot read " + weights.string() + ": " + firstLine(e.what()));
+    throw ModelError("cannot read " + weights + ": " + firstLine(e.what()));
   }
   network->to(device);
   return std::make_unique<NetworkScorer>(std::move(model), std::move(network), device);
 }
 
-void writeModelDirectory(const std::string& directory, const ModelFile& model, torch::nn::Module& network) {
+void writeModelDirectory(const std::string& directory, const ModelFile& model, torch::nn::Module& network,
+                         const std::map<std::string, std::string>& extraFiles) {
   ModelFile file = model;
   if (file.architecture.is_object() && !file.architecture.contains("params"))
     file.architecture["params"] = nlohmann::json::object();
@@ -530,48 +406,19 @@ void writeModelDirectory(const std::string& directory, const ModelFile& model, t
   validate(file);
   const std::shared_ptr<ScoringNetwork> reference =
       buildNetwork(file.architecture, file.channels, static_cast<int>(file.findings.size()));
-  if (const std::string why = mismatch(network, *reference); !why.empty())
+  if (const std::string why = stateMismatch(network, *reference); !why.empty())
     throw ModelError("the network does not match architecture " + file.architecture.dump() + ": " + why);
-
-  const fs::path target = fs::absolute(fs::path(directory)).lexically_normal();
-  const fs::path name = target.filename().empty() ? target.parent_path().filename() : target.filename();
-  const fs::path parent =
-      target.filename().empty() ? target.parent_path().parent_path() : target.parent_path();
-  const fs::path finalPath = parent / name;
-  std::error_code error;
-  if (fs::exists(finalPath, error))
-    throw ModelError("refusing to overwrite the existing model directory " + finalPath.string());
-  fs::create_directories(parent, error);
-  if (error)
-    throw ModelError("cannot create " + parent.string() + ": " + error.message());
-
-  std::random_device random;
-  const fs::path temp =
-      parent / ("." + name.string() + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(random()));
-  if (!fs::create_directory(temp, error) || error)
-    throw ModelError("cannot create " + temp.string() + ": " + error.message());
-  try {
-    writeText(temp / kModelJson, toJson(file).dump(2) + "\n");
+  writeDirectoryAtomically(directory, [&](const fs::path& temp) {
+    writeFileAtomically((temp / kModelJson).string(), toJson(file).dump(2) + "\n");
     torch::serialize::OutputArchive archive;
-    {
-      torch::NoGradGuard noGrad;
-      for (const NamedTensor& item : stateOf(network))
-        archive.write(item.name, item.tensor.detach().to(torch::kCPU), item.isBuffer);
+    writeState(archive, network);
+    saveArchiveAtomically(archive, (temp / kWeights).string());
+    for (const auto& [name, content] : extraFiles) {
+      if (name.empty() || name.find('/') != std::string::npos || name == kModelJson || name == kWeights)
+        throw ModelError("invalid extra file name \"" + name + "\" for a model directory");
+      writeFileAtomically((temp / name).string(), content);
     }
-    const fs::path weights = temp / kWeights;
-    try {
-      archive.save_to(weights.string());
-    } catch (const std::exception& e) {
-      throw ModelError("cannot write " + weights.string() + ": " + firstLine(e.what()));
-    }
-    fsyncPath(weights, false);
-    fsyncPath(temp, true);
-    renameNoReplace(temp, finalPath);
-  } catch (...) {
-    fs::remove_all(temp, error);
-    throw;
-  }
-  fsyncPath(parent, true);
+  });
 }
 
 }  // namespace comcl::training

@@ -35,6 +35,8 @@ class ImageCache {
   // Opens the cache file, creating it with `format` if it does not exist. An existing file must have the
   // same format, otherwise CacheError names both formats.
   ImageCache(const std::string& path, CacheFormat format);
+  // The format recorded in an existing cache file (CacheError if it is missing or not a comcl cache).
+  static CacheFormat formatOf(const std::string& path);
   ~ImageCache();
   ImageCache(const ImageCache&) = delete;
   ImageCache& operator=(const ImageCache&) = delete;

@@ -18,19 +18,16 @@
 #include <torch/nn/module.h>
 #include <torch/types.h>
 
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
-namespace comcl::training {
+#include "comcl/training/model_io.h"
 
-// A model directory that cannot be read or written, or a network that does not match its description.
-class ModelError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+namespace comcl::training {
 
 // A loaded model version that turns images into per-finding probabilities. Not thread-safe: callers
 // serialise.
@@ -64,6 +61,9 @@ struct ModelFile {
   std::string createdAt;  // ISO 8601 UTC; writeModelDirectory() fills in the current time when empty
   std::string method;     // how it was trained: "supervised", "moco+medaug", ...
   nlohmann::json metrics = nlohmann::json::object();  // free-form evaluation results
+  // Provenance, free-form: the data snapshot id, the patient split's id and counts (split.json holds the
+  // split itself), the encoder it was built on, the protocol's settings. Omitted from model.json when empty.
+  nlohmann::json training = nlohmann::json::object();
 };
 
 // model.json text <-> ModelFile. fromJson validates everything and throws ModelError naming the field.
@@ -96,6 +96,8 @@ std::unique_ptr<Scorer> loadScorer(const std::string& modelDirectory, torch::Dev
 // existing `directory`, an invalid `model`, and a network whose parameters and buffers differ in name or
 // shape from what model.architecture builds, so that what it writes always loads. Leaves no temporary
 // directory behind, also when it fails.
-void writeModelDirectory(const std::string& directory, const ModelFile& model, torch::nn::Module& network);
+// `extraFiles` (file name -> content) are written beside model.json, e.g. split.json and the PyTorch export.
+void writeModelDirectory(const std::string& directory, const ModelFile& model, torch::nn::Module& network,
+                         const std::map<std::string, std::string>& extraFiles = {});
 
 }  // namespace comcl::training
