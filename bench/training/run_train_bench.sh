@@ -12,10 +12,12 @@
 #   COMCL=path/to/comcl  (default build-plugin/tools/comcl/comcl; needs `pretrain`)
 #   PYTHON=python3 with torch + torchvision (default /usr/bin/python3: Debian's python3-torch 1.13)
 #   --sizes  image size:batch pairs. The paper's (MedAug / MoCo-CXR) batch is 16 at 224 px; the defaults, batch
-#            32 at 64 px and 16 at 224 px, keep the whole run near 10 minutes on 2 cores.
+#            32 at 64 px and 16 at 224 px, take about 10 minutes on 2 idle cores (13 with a compile beside it),
+#            most of it the Python side at 224 px.
 #   --threads  compute threads of both sides (default: every core, nproc): OMP_NUM_THREADS for comcl,
 #            torch.set_num_threads for Python. --workers: comcl's loader threads, DataLoader worker processes.
-#   --work   where the benchmark index lives (default /tmp/comcl-train-bench): built once, if missing, with
+#   --work   the script's own folder for the benchmark index and logs (default /tmp/comcl-train-bench; an index
+#            there without the script's bench.manifests list is rebuilt): built once, if missing, with
 #            `comcl import-manifest` from mhh_covid_cxr and covid_chestxray_subset (a comcl without
 #            import-manifest indexes the MHH DICOMs instead, and the Python side then reads MHH only).
 #   --python-only  run only the Python column (steps from the manifests' image counts), e.g. to check it.
