@@ -18,6 +18,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev curl
   # the Python pipeline the benchmarks compare against
   python3 python3-pydicom python3-numpy python3-pil
+  # the PyTorch side of the training benchmark, and loading exported weights in the tests
+  python3-torch python3-torchvision
 )
 
 sudo_cmd=()

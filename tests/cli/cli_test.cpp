@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "comcl/imaging/png.h"
+#include "comcl_process.h"
 #include "test_dicom.h"
 
 namespace {
@@ -16,33 +17,12 @@ namespace fs = std::filesystem;
 using comcl::testing::TempDir;
 const fs::path kData = COMCL_SHARED_DATA;
 
-struct ProcessResult {
-  int exitCode = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string readText(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using comcl::testing::contains;
+using comcl::testing::ProcessResult;
+using comcl::testing::readText;
 
 ProcessResult comcl(const std::string& arguments) {
-  TempDir dir;
-  const std::string command =
-      std::string(COMCL_BINARY) + " " + arguments + " > " + dir.file("out") + " 2> " + dir.file("err");
-  const int status = std::system(command.c_str());
-  ProcessResult r;
-  r.exitCode = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = readText(dir.file("out"));
-  r.err = readText(dir.file("err"));
-  return r;
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
+  return comcl::testing::runComcl(arguments);
 }
 
 TEST(Cli, DecodesTheRealMonochrome1FilmAndSaysWhatItDid) {

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "comcl/imaging/png.h"
+#include "comcl_process.h"
 #include "temp_dir.h"
 
 namespace {
@@ -16,33 +17,13 @@ namespace fs = std::filesystem;
 using comcl::testing::TempDir;
 const fs::path kMhh = fs::path(COMCL_SHARED_DATA) / "mhh_covid_cxr";
 
-struct CommandResult {
-  int exitCode = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using CommandResult = comcl::testing::ProcessResult;
 
 CommandResult comclRun(const std::string& arguments) {
-  TempDir dir;
-  const std::string command =
-      std::string(COMCL_BINARY) + " " + arguments + " > " + dir.file("out") + " 2> " + dir.file("err");
-  const int status = std::system(command.c_str());
-  CommandResult r;
-  r.exitCode = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = slurp(dir.file("out"));
-  r.err = slurp(dir.file("err"));
-  return r;
+  return comcl::testing::runComcl(arguments);
 }
-
 bool has(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
+  return comcl::testing::contains(text, part);
 }
 
 // Numbers from reading mhh_covid_cxr/manifest.csv with Python's csv module: 243 rows, 71 patients (37 with

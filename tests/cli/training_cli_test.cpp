@@ -1,1 +1,178 @@
-// placeholder: filled in by issue 4
+// comcl pairs / pretrain / linear-eval / score run as a user would, on the real MHH films: the pair table,
+// a short pre-training that resumes and refuses a changed configuration, the evaluation protocol, a model
+// the scorer loads, and the exported weights loaded by PyTorch.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "comcl_process.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using comcl::testing::contains;
+using comcl::testing::runComcl;
+using comcl::testing::TempDir;
+const fs::path kMhh = fs::path(COMCL_SHARED_DATA) / "mhh_covid_cxr";
+
+// The number in the column `column` (0-based, after the name) of the table row that starts with `name`.
+long tableValue(const std::string& text, const std::string& name, int column) {
+  std::istringstream lines(text);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.rfind(name + " ", 0) != 0)
+      continue;
+    std::istringstream fields(line.substr(name.size()));
+    long value = -1;
+    for (int i = 0; i <= column; ++i)
+      fields >> value;
+    return value;
+  }
+  return -1;
+}
+
+// Debian's python3-torch belongs to the system interpreter (a python3 earlier in PATH may lack it).
+const std::string kPython = "/usr/bin/python3";
+bool pythonHasTorch() {
+  return std::system((kPython + " -c 'import torch, torchvision' > /dev/null 2>&1").c_str()) == 0;
+}
+
+class CliTraining : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!fs::exists(kMhh / "manifest.csv"))
+      return;
+    dir_ = new TempDir;
+    const auto imported = runComcl("import-manifest " + kMhh.string() + " --db " + db());
+    ASSERT_EQ(imported.exitCode, 0) << imported.out << imported.err;
+  }
+  static void TearDownTestSuite() {
+    delete dir_;
+    dir_ = nullptr;
+  }
+  void SetUp() override {
+    if (!dir_)
+      GTEST_SKIP() << "missing " << kMhh;
+  }
+  static std::string db() { return dir_->file("mhh.sqlite"); }
+  static std::string file(const std::string& name) { return dir_->file(name); }
+  static std::string tinyPretrain(const std::string& run, const std::string& device = "cpu") {
+    return "pretrain --db " + db() + " --run " + run +
+           " --method medaug --strategy same-patient/all-studies --epochs 2 --batch-size 16 --image-size 32 "
+           "--queue-size 64 --seed 3 --quiet --device " +
+           device;
+  }
+  static TempDir* dir_;
+};
+TempDir* CliTraining::dir_ = nullptr;
+
+// 71 patients, 37 of them with several films (209 films); every MHH film is its own study.
+TEST_F(CliTraining, PairsCountsMetadataPositivesUnderEveryCriterion) {
+  const auto r = runComcl("pairs --db " + db() + " --strategy same-patient/all-studies");
+  ASSERT_EQ(r.exitCode, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "243 decoded images, 71 patients (37 with several images), 243 studies"))
+      << r.out;
+  EXPECT_EQ(tableValue(r.out, "same-patient/all-studies/all-lateralities", 0), 209) << r.out;
+  EXPECT_EQ(tableValue(r.out, "same-patient/all-studies/all-lateralities", 1), 34);  // patients with one film
+  EXPECT_EQ(tableValue(r.out, "same-patient/same-studies/all-lateralities", 0), 0);
+  EXPECT_EQ(tableValue(r.out, "same-patient/same-studies/all-lateralities", 1), 243);
+  EXPECT_EQ(tableValue(r.out, "same-patient/distinct-studies/all-lateralities", 2), 34);  // falls back
+  EXPECT_TRUE(contains(r.out, "candidates other than the query")) << r.out;
+  // Grouped by StudyDate instead, 46 films share a day with another film of their patient (22 days).
+  const auto byDate = runComcl("pairs --db " + db() + " --study-by date");
+  ASSERT_EQ(byDate.exitCode, 0) << byDate.err;
+  EXPECT_TRUE(contains(byDate.out, "243 decoded images, 71 patients (37 with several images), 219 studies"))
+      << byDate.out;
+  EXPECT_EQ(tableValue(byDate.out, "same-patient/same-studies/all-lateralities", 0), 46) << byDate.out;
+}
+
+TEST_F(CliTraining, PretrainsResumesAFinishedRunAndRefusesAChangedOne) {
+  const std::string run = file("run-a");
+  const auto first = runComcl(tinyPretrain(run));
+  ASSERT_EQ(first.exitCode, 0) << first.out << first.err;
+  EXPECT_TRUE(contains(first.out, "209 queries have a metadata positive")) << first.out;
+  EXPECT_TRUE(contains(first.out, "finished in")) << first.out;
+  EXPECT_TRUE(fs::exists(run + "/encoder/encoder.pt"));
+  const auto again = runComcl(tinyPretrain(run));
+  ASSERT_EQ(again.exitCode, 0) << again.out << again.err;
+  EXPECT_TRUE(contains(again.out, "resumed and finished")) << again.out;
+  const auto changed = runComcl(tinyPretrain(run) + " --temperature 0.5");
+  EXPECT_EQ(changed.exitCode, 1);
+  EXPECT_TRUE(contains(changed.err, "another configuration")) << changed.err;
+  EXPECT_TRUE(contains(changed.err, "temperature")) << changed.err;
+
+  if (!pythonHasTorch())
+    GTEST_SKIP() << "python3-torch/python3-torchvision not installed: the PyTorch export is not checked";
+  // PyTorch users load the exported backbone into torchvision's ResNet-18 (one input channel, one output).
+  const std::string script = file("load.py");
+  std::ofstream(script) << "import sys, torch, torchvision\n"
+                           "state = torch.load(sys.argv[1])\n"
+                           "net = torchvision.models.resnet18(num_classes=1)\n"
+                           "net.conv1 = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)\n"
+                           "net.load_state_dict(state, strict=True)\n"
+                           "print('loaded', len(state), tuple(state['conv1.weight'].shape))\n";
+  const std::string command =
+      kPython + " " + script + " " + run + "/encoder/encoder.pth > " + file("py.out") + " 2>&1";
+  EXPECT_EQ(std::system(command.c_str()), 0) << comcl::testing::readText(file("py.out"));
+  EXPECT_TRUE(contains(comcl::testing::readText(file("py.out")), "loaded 122 (64, 1, 7, 7)"))
+      << comcl::testing::readText(file("py.out"));
+}
+
+TEST_F(CliTraining, LinearEvaluationSavesAModelThatScoresTheCache) {
+  const std::string run = file("run-b");
+  ASSERT_EQ(runComcl(tinyPretrain(run)).exitCode, 0);
+  const std::string model = file("model-v1"), json = file("eval.json");
+  const auto r = runComcl("linear-eval --db " + db() + " --encoder " + run +
+                          "/encoder --label icu_ever --budget 50% --draws 2 --steps 50 --device cpu --json " +
+                          json + " --save-model " + model + " --model-version 1");
+  ASSERT_EQ(r.exitCode, 0) << r.out << r.err;
+  EXPECT_TRUE(std::regex_search(r.out, std::regex("icu_ever +50% .* [01]\\.[0-9]{3} ± [0-9]\\.[0-9]{3}")))
+      << r.out;
+  const auto results = nlohmann::json::parse(comcl::testing::readText(json));
+  EXPECT_EQ(results["labels"][0]["auc"]["n"], 2);
+  EXPECT_EQ(results["labels"][0]["finding"], "icu_ever");
+  const auto score = runComcl("score --db " + db() + " --model " + model + " --limit 20 --device cpu");
+  ASSERT_EQ(score.exitCode, 0) << score.err;
+  std::istringstream lines(score.out);
+  std::string line;
+  std::getline(lines, line);
+  EXPECT_EQ(line, "resource_id,icu_ever");
+  int rows = 0;
+  while (std::getline(lines, line)) {
+    EXPECT_TRUE(std::regex_match(line, std::regex("manifest:mhh_covid_cxr/[0-9a-f]+,[01]\\.[0-9]{5}")))
+        << line;
+    ++rows;
+  }
+  EXPECT_EQ(rows, 20);
+  EXPECT_TRUE(contains(score.err, "scored 20 images")) << score.err;
+}
+
+TEST_F(CliTraining, BadRequestsSayWhatIsWrongAndExitNonZero) {
+  const auto missing =
+      runComcl("pretrain --db " + file("nothing.sqlite") + " --run " + file("r") + " --device cpu");
+  EXPECT_EQ(missing.exitCode, 1);
+  EXPECT_TRUE(contains(missing.err, "no index at")) << missing.err;
+  const auto label =
+      runComcl("linear-eval --db " + db() + " --random --label effusion --image-size 32 --device cpu");
+  EXPECT_EQ(label.exitCode, 1);
+  EXPECT_TRUE(contains(label.err, "no image carries the label 'effusion'")) << label.err;
+  EXPECT_TRUE(contains(label.err, "icu_ever")) << label.err;
+  // 57 negatives: 1 % of those in the training split is less than one image.
+  const auto budget = runComcl("linear-eval --db " + db() +
+                               " --random --label icu_ever --budget 1% --image-size 32 --device cpu");
+  EXPECT_EQ(budget.exitCode, 1);
+  EXPECT_TRUE(contains(budget.err, "negative image(s) of 'icu_ever'")) << budget.err;
+  const auto strategy = runComcl("pairs --db " + db() + " --strategy same-study");
+  EXPECT_EQ(strategy.exitCode, 1);
+  EXPECT_TRUE(contains(strategy.err, "accepted:")) << strategy.err;
+  const auto cuda = runComcl(tinyPretrain(file("run-c"), "cuda"));
+  if (cuda.exitCode != 0) {
+    EXPECT_EQ(cuda.exitCode, 1);
+    EXPECT_TRUE(contains(cuda.err, "no CUDA support or no GPU")) << cuda.err;
+  }
+}
+
+}  // namespace

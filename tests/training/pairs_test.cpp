@@ -114,6 +114,30 @@ TEST_F(PairsTest, SnapshotIdChangesWithRowsAndLabelsOnly) {
   EXPECT_FALSE(labelled.label(1, "effusion").has_value());
 }
 
+TEST(PairsByDate, ImagesOfAPatientOnTheSameDayFormOneStudy) {
+  ArchiveFixture fixture;
+  for (const char* uid : {"u1", "u2", "u3"}) {
+    fixture.add({"A", uid, "PA", std::nullopt});
+  }
+  // Dates: u1 and u2 on the same day, u3 the next.
+  for (const auto& [resource, date] : std::map<std::string, std::string>{
+           {"img-0", "20200401"}, {"img-1", "20200401"}, {"img-2", "20200402"}}) {
+    auto row = *fixture.index().findInstance(resource);
+    row.studyDate = date;
+    fixture.index().upsertInstance(row);
+  }
+  const TrainingSet byUid = TrainingSet::fromIndex(fixture.index());
+  const TrainingSet byDate = TrainingSet::fromIndex(fixture.index(), StudyGrouping::Date);
+  EXPECT_EQ(byUid.studyKeys().size(), 3u);
+  EXPECT_EQ(byDate.studyKeys().size(), 2u);
+  EXPECT_NE(byUid.snapshotId(), byDate.snapshotId());
+  const PositiveSampler sampler(byDate, PairStrategy::parse("same-patient/same-study"));
+  const auto& same = sampler.candidates(0);
+  EXPECT_EQ(std::set<int>(same.begin(), same.end()), (std::set<int>{0, 1}));
+  EXPECT_EQ(studyGroupingFromString("date"), StudyGrouping::Date);
+  EXPECT_THROW(studyGroupingFromString("day"), std::invalid_argument);
+}
+
 TEST_F(PairsTest, InstanceLabelsOverrideStudyLabels) {
   fixture_.index().putLabels({{"study", "s1", "icu", 1, "test"}, {"instance", "img-1", "icu", 0, "test"}});
   const TrainingSet set = TrainingSet::fromIndex(fixture_.index());

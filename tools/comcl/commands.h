@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <string>
 #include <vector>
 
 namespace comcl::cli {
@@ -17,6 +18,8 @@ struct Command {
 
 #ifdef COMCL_WITH_IMAGING
 void addImagingCommands(CLI::App& app, std::vector<Command>& commands);
+// --db, --cache, --size, --bits: where a command that writes images puts them.
+void addIndexTargetOptions(CLI::App* command, std::string& db, std::string& cache, int& size, int& bits);
 void addImportCommands(CLI::App& app, std::vector<Command>& commands);
 // Silences DCMTK's logger unless --verbose (our own messages already say what went wrong).
 void quietDicomToolkit(bool verbose);

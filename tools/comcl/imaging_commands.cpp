@@ -233,6 +233,13 @@ int runSynth(imaging::SynthOptions options, const std::vector<std::string>& enco
 
 }  // namespace
 
+void addIndexTargetOptions(CLI::App* command, std::string& db, std::string& cache, int& size, int& bits) {
+  command->add_option("--db", db, "SQLite index database")->capture_default_str();
+  command->add_option("--cache", cache, "Image cache file (default: DB path + .images)");
+  command->add_option("--size", size, "Cache image size")->capture_default_str()->check(CLI::Range(16, 4096));
+  command->add_option("--bits", bits, "Cache depth")->capture_default_str()->check(CLI::IsMember({8, 16}));
+}
+
 void addImagingCommands(CLI::App& app, std::vector<Command>& commands) {
   // Options live as long as the process: the commands run after parsing, from main().
   struct Options {
@@ -261,14 +268,7 @@ void addImagingCommands(CLI::App& app, std::vector<Command>& commands) {
   CLI::App* index =
       app.add_subcommand("index", "Index a folder of DICOM files into the database and image cache");
   index->add_option("dir", o.indexDir, "Folder to walk (recursively)")->required();
-  index->add_option("--db", o.indexDb, "SQLite index database")->capture_default_str();
-  index->add_option("--cache", o.indexCache, "Image cache file (default: DB path + .images)");
-  index->add_option("--size", o.indexSize, "Cache image size")
-      ->capture_default_str()
-      ->check(CLI::Range(16, 4096));
-  index->add_option("--bits", o.indexBits, "Cache depth")
-      ->capture_default_str()
-      ->check(CLI::IsMember({8, 16}));
+  addIndexTargetOptions(index, o.indexDb, o.indexCache, o.indexSize, o.indexBits);
   index->add_option("-j,--jobs", o.indexJobs, "Decoding threads")
       ->capture_default_str()
       ->check(CLI::Range(1u, 256u));

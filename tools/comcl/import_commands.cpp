@@ -148,14 +148,7 @@ void addImportCommands(CLI::App& app, std::vector<Command>& commands) {
   CLI::App* manifest = app.add_subcommand(
       "import-manifest", "Import a PNG data set described by FOLDER/manifest.csv, with its labels");
   manifest->add_option("folder", o.manifestFolder, "Folder holding manifest.csv and the images")->required();
-  manifest->add_option("--db", o.manifestDb, "SQLite index database")->capture_default_str();
-  manifest->add_option("--cache", o.manifestCache, "Image cache file (default: DB path + .images)");
-  manifest->add_option("--size", o.manifestSize, "Cache image size")
-      ->capture_default_str()
-      ->check(CLI::Range(16, 4096));
-  manifest->add_option("--bits", o.manifestBits, "Cache depth")
-      ->capture_default_str()
-      ->check(CLI::IsMember({8, 16}));
+  addIndexTargetOptions(manifest, o.manifestDb, o.manifestCache, o.manifestSize, o.manifestBits);
   manifest->add_flag("--replace", o.manifestReplace, "Re-read and replace rows that are already imported");
 
   CLI::App* labels = app.add_subcommand(

@@ -57,12 +57,18 @@ class InterruptToCancel {
 struct DataOptions {
   std::string db = "comcl.sqlite";
   std::string cache;  // default: db + ".images"
+  std::string studyBy = "uid";
   std::string cachePath() const { return cache.empty() ? db + ".images" : cache; }
 };
 
 void addDataOptions(CLI::App* command, DataOptions& o) {
   command->add_option("--db", o.db, "SQLite index database")->capture_default_str();
   command->add_option("--cache", o.cache, "Image cache file (default: DB path + .images)");
+  command
+      ->add_option("--study-by", o.studyBy,
+                   "What makes a study for MedAug pairs: uid (StudyInstanceUID) or date")
+      ->check(CLI::IsMember({"uid", "date"}))
+      ->capture_default_str();
 }
 
 // The index and its cache, opened for reading training data.
@@ -78,7 +84,7 @@ OpenData openData(const DataOptions& o) {
   OpenData d;
   d.index = std::make_unique<storage::Index>(o.db);
   const std::string cachePath = o.cachePath();
-  d.set = TrainingSet::fromIndex(*d.index);
+  d.set = TrainingSet::fromIndex(*d.index, studyGroupingFromString(o.studyBy));
   if (d.set.size() == 0)
     throw DataError("the index " + o.db + " holds no decoded images: nothing to train on");
   d.cache = std::make_unique<storage::ImageCache>(cachePath, storage::ImageCache::formatOf(cachePath));
@@ -102,7 +108,7 @@ std::string duration(double seconds) {
 
 int runPairs(const DataOptions& data, const std::string& strategyText, int buckets) {
   storage::Index index(data.db);
-  const TrainingSet set = TrainingSet::fromIndex(index);
+  const TrainingSet set = TrainingSet::fromIndex(index, studyGroupingFromString(data.studyBy));
   std::int64_t multi = 0;
   for (const auto& images : set.imagesByPatient())
     multi += images.size() >= 2;
@@ -274,7 +280,8 @@ int runPretrain(const PretrainOptions& o, const CLI::App& command) {
             << ", T " << config.moco.temperature << ", " << config.optim.optimizer << " lr "
             << config.optim.learningRate << " (" << config.optim.schedule << "), device " << config.device
             << ", " << config.precision << ", seed " << config.seed << "\n"
-            << "  run directory " << o.run << " (Ctrl-C stops after the current step; run again to resume)\n";
+            << "  studies by " << o.data.studyBy << "; run directory " << o.run
+            << " (Ctrl-C stops after the current step; run again to resume)\n";
   Pretrainer trainer(data.set, *data.cache, config, o.run);
   ProgressLine progress(o.quiet);
   InterruptToCancel interrupts;

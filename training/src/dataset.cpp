@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <stdexcept>
 #include <unordered_map>
 
 #include "comcl/storage/cache_key.h"
@@ -59,7 +60,15 @@ Laterality lateralityOfView(const std::optional<std::string>& viewPosition) {
   return Laterality::Unknown;
 }
 
-TrainingSet TrainingSet::fromIndex(storage::Index& index) {
+StudyGrouping studyGroupingFromString(const std::string& text) {
+  if (text == "uid")
+    return StudyGrouping::Uid;
+  if (text == "date")
+    return StudyGrouping::Date;
+  throw std::invalid_argument("study grouping must be uid or date, not \"" + text + "\"");
+}
+
+TrainingSet TrainingSet::fromIndex(storage::Index& index, StudyGrouping grouping) {
   TrainingSet set;
   const std::vector<storage::InstanceRecord> rows = index.decodedInstances();
   KeyIds patientIds, studyIds;
@@ -73,8 +82,10 @@ TrainingSet TrainingSet::fromIndex(storage::Index& index) {
     image.cached = {*row.cacheSlot, storage::cacheKey(row.resourceId)};
     const std::string patientKey =
         row.patientKey && !row.patientKey->empty() ? *row.patientKey : "(row " + std::to_string(row.id) + ")";
-    const std::string studyKey = !row.studyInstanceUid.empty() ? patientKey + "/" + row.studyInstanceUid
-                                                               : "(row " + std::to_string(row.id) + ")";
+    std::string studyKey = !row.studyInstanceUid.empty() ? patientKey + "/" + row.studyInstanceUid
+                                                         : "(row " + std::to_string(row.id) + ")";
+    if (grouping == StudyGrouping::Date && row.studyDate && !row.studyDate->empty())
+      studyKey = patientKey + "/date " + *row.studyDate;
     image.patient = patientIds.idOf(patientKey, set.patientKeys_);
     image.study = studyIds.idOf(studyKey, set.studyKeys_);
     image.laterality = lateralityOfView(row.viewPosition);

@@ -30,7 +30,6 @@ void writeText(const fs::path& path, const std::string& text) {
   out.close();
   if (!out)
     ioError("write", path);
-  fsyncPath(path, false);
 }
 
 // Renames without replacing: a plain rename() would silently replace an empty directory created meanwhile.
@@ -170,11 +169,16 @@ std::string pickledStateDict(torch::nn::Module& module) {
   return std::string(bytes.begin(), bytes.end());
 }
 
-void writeFileAtomically(const std::string& path, const std::string& bytes) {
+namespace {
+
+// Writes `path` through a temporary file beside it: write(temp) fills it, it is fsynced and renamed over
+// `path`, then the directory is fsynced. The temporary file goes when anything fails.
+void replaceAtomically(const std::string& path, const std::function<void(const fs::path& temp)>& write) {
   const fs::path target(path);
   const fs::path temp = temporaryBeside(target);
   try {
-    writeText(temp, bytes);
+    write(temp);
+    fsyncPath(temp, false);
     if (::rename(temp.c_str(), target.c_str()) != 0)
       ioError("rename " + temp.string() + " to", target);
   } catch (...) {
@@ -185,24 +189,20 @@ void writeFileAtomically(const std::string& path, const std::string& bytes) {
   fsyncPath(target.parent_path().empty() ? fs::path(".") : target.parent_path(), true);
 }
 
+}  // namespace
+
+void writeFileAtomically(const std::string& path, const std::string& bytes) {
+  replaceAtomically(path, [&](const fs::path& temp) { writeText(temp, bytes); });
+}
+
 void saveArchiveAtomically(torch::serialize::OutputArchive& archive, const std::string& path) {
-  const fs::path target(path);
-  const fs::path temp = temporaryBeside(target);
-  try {
+  replaceAtomically(path, [&](const fs::path& temp) {
     try {
       archive.save_to(temp.string());
     } catch (const std::exception& e) {
       throw ModelError("cannot write " + temp.string() + ": " + firstLine(e.what()));
     }
-    fsyncPath(temp, false);
-    if (::rename(temp.c_str(), target.c_str()) != 0)
-      ioError("rename " + temp.string() + " to", target);
-  } catch (...) {
-    std::error_code error;
-    fs::remove(temp, error);
-    throw;
-  }
-  fsyncPath(target.parent_path().empty() ? fs::path(".") : target.parent_path(), true);
+  });
 }
 
 void writeDirectoryAtomically(const std::string& directory,

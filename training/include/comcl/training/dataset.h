@@ -39,12 +39,18 @@ struct TrainingImage {
   std::optional<std::string> qualityFlag;  // good / usable / reject
 };
 
+// What makes two images of a patient "the same study" for MedAug: the StudyInstanceUID, or the StudyDate
+// (for archives where each film is its own study, e.g. portable films taken the same day).
+enum class StudyGrouping { Uid, Date };
+StudyGrouping studyGroupingFromString(const std::string& text);  // "uid" | "date"; std::invalid_argument
+
 class TrainingSet {
  public:
   // Every decoded, cached row of the index. Rows without a PatientID are their own patient and rows without
   // a StudyInstanceUID their own study (they can only pair with themselves). Labels: an instance-scope
-  // label (key = resource id) wins over a study-scope one (key = StudyInstanceUID).
-  static TrainingSet fromIndex(storage::Index& index);
+  // label (key = resource id) wins over a study-scope one (key = StudyInstanceUID). With StudyGrouping::Date
+  // the images of a patient with the same StudyDate form one study (images without a date keep their UID).
+  static TrainingSet fromIndex(storage::Index& index, StudyGrouping grouping = StudyGrouping::Uid);
 
   const std::vector<TrainingImage>& images() const { return images_; }
   std::size_t size() const { return images_.size(); }
