@@ -4,7 +4,9 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -18,6 +20,8 @@ struct Command {
 
 #ifdef COMCL_WITH_IMAGING
 void addImagingCommands(CLI::App& app, std::vector<Command>& commands);
+// "  title: a 1, b 2" with the title padded to `width` characters (summaries of index and import).
+void printCounts(const std::string& title, const std::map<std::string, std::int64_t>& counts, int width = 13);
 // --db, --cache, --size, --bits: where a command that writes images puts them.
 void addIndexTargetOptions(CLI::App* command, std::string& db, std::string& cache, int& size, int& bits);
 void addImportCommands(CLI::App& app, std::vector<Command>& commands);

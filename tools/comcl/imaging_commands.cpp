@@ -104,19 +104,6 @@ std::vector<std::string> listFiles(const std::string& dir) {
   return files;
 }
 
-// "  title: a 1, b 2" with the title padded to `width` characters.
-void printCounts(const char* title, const std::map<std::string, std::int64_t>& counts, int width = 13) {
-  std::cout << "  " << std::left << std::setw(width) << (std::string(title) + ":") << std::right;
-  if (counts.empty())
-    std::cout << "(none)";
-  bool first = true;
-  for (const auto& [name, count] : counts) {
-    std::cout << (first ? "" : ", ") << (name.empty() ? "(missing)" : name) << " " << count;
-    first = false;
-  }
-  std::cout << "\n";
-}
-
 int runIndex(const std::string& dir, const std::string& dbPath, std::string cachePath, int size, int bits,
              unsigned jobs, bool replace) {
   if (!fs::is_directory(dir)) {
@@ -232,6 +219,18 @@ int runSynth(imaging::SynthOptions options, const std::vector<std::string>& enco
 }
 
 }  // namespace
+
+void printCounts(const std::string& title, const std::map<std::string, std::int64_t>& counts, int width) {
+  std::cout << "  " << std::left << std::setw(width) << (title + ":") << std::right;
+  if (counts.empty())
+    std::cout << "(none)";
+  bool first = true;
+  for (const auto& [name, count] : counts) {
+    std::cout << (first ? "" : ", ") << (name.empty() ? "(missing)" : name) << " " << count;
+    first = false;
+  }
+  std::cout << "\n";
+}
 
 void addIndexTargetOptions(CLI::App* command, std::string& db, std::string& cache, int& size, int& bits) {
   command->add_option("--db", db, "SQLite index database")->capture_default_str();

@@ -17,20 +17,6 @@ namespace fs = std::filesystem;
 namespace comcl::cli {
 namespace {
 
-// "  title: a 1, b 2" with the title padded to `width` characters.
-void printCounts(const std::string& title, const std::map<std::string, std::int64_t>& counts,
-                 int width = 13) {
-  std::cout << "  " << std::left << std::setw(width) << (title + ":") << std::right;
-  if (counts.empty())
-    std::cout << "(none)";
-  bool first = true;
-  for (const auto& [name, count] : counts) {
-    std::cout << (first ? "" : ", ") << (name.empty() ? "(missing)" : name) << " " << count;
-    first = false;
-  }
-  std::cout << "\n";
-}
-
 // One line per finding: "  COVID-19: 126 positive, 88 negative[, 2 uncertain]", names aligned.
 void printLabels(const std::map<std::string, imaging::FindingCounts>& labels, std::int64_t labelledRows,
                  std::int64_t unlabelledRows, std::int64_t written, const std::string& source) {
