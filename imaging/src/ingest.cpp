@@ -182,27 +182,31 @@ IngestOutcome Ingestor::ingest(const void* data, std::size_t size, const std::st
   }
 
   std::optional<storage::QualityRecord> qualityRow;
-  if (quality) {
-    const QualityAssessment assessment = assessQuality(*quality, m.rows, m.cols, options_.quality);
-    storage::QualityRecord q;
-    q.sharpness = quality->sharpness;
-    q.noise = quality->noise;
-    q.contrast = quality->contrast;
-    q.clipLow = quality->clipLow;
-    q.clipHigh = quality->clipHigh;
-    q.dynamicRange = quality->dynamicRange;
-    q.meanIntensity = quality->meanIntensity;
-    q.bodyClipLow = quality->bodyClipLow;
-    q.bodyClipHigh = quality->bodyClipHigh;
-    q.bodyMean = quality->bodyMean;
-    q.flag = toString(assessment.flag);
-    for (const std::string& reason : assessment.reasons)
-      q.reasons += (q.reasons.empty() ? "" : "; ") + reason;
-    qualityRow = q;
-  }
+  if (quality)
+    qualityRow = qualityRecordOf(*quality, m.rows, m.cols, options_.quality);
   // Row and quality in one transaction: a crash never leaves a decoded row without its flag.
   outcome.instanceId = index_.putInstanceWithQuality(record, qualityRow);
   return outcome;
+}
+
+storage::QualityRecord qualityRecordOf(const QualityMetrics& metrics, int nativeRows, int nativeCols,
+                                       const QualityThresholds& thresholds) {
+  const QualityAssessment assessment = assessQuality(metrics, nativeRows, nativeCols, thresholds);
+  storage::QualityRecord q;
+  q.sharpness = metrics.sharpness;
+  q.noise = metrics.noise;
+  q.contrast = metrics.contrast;
+  q.clipLow = metrics.clipLow;
+  q.clipHigh = metrics.clipHigh;
+  q.dynamicRange = metrics.dynamicRange;
+  q.meanIntensity = metrics.meanIntensity;
+  q.bodyClipLow = metrics.bodyClipLow;
+  q.bodyClipHigh = metrics.bodyClipHigh;
+  q.bodyMean = metrics.bodyMean;
+  q.flag = toString(assessment.flag);
+  for (const std::string& reason : assessment.reasons)
+    q.reasons += (q.reasons.empty() ? "" : "; ") + reason;
+  return q;
 }
 
 IngestOutcome Ingestor::ingestFile(const std::string& path) {

@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "comcl/imaging/ingest.h"
 #include "comcl/imaging/png.h"
 #include "comcl/imaging/quality.h"
 #include "comcl/imaging/resize.h"
@@ -114,28 +115,6 @@ class SlotReservation {
   std::int64_t slot_;
   bool taken_ = false;
 };
-
-// The quality row ingest writes for a decoded image: metrics on the cache image inside its content box,
-// the flag and reasons from the thresholds and the native size.
-storage::QualityRecord qualityRecord(const Letterboxed& boxed, int nativeRows, int nativeCols,
-                                     const QualityThresholds& thresholds) {
-  const QualityMetrics m = measureQuality(boxed.image, boxed.content);
-  const QualityAssessment assessment = assessQuality(m, nativeRows, nativeCols, thresholds);
-  storage::QualityRecord q;
-  q.sharpness = m.sharpness;
-  q.noise = m.noise;
-  q.contrast = m.contrast;
-  q.clipLow = m.clipLow;
-  q.clipHigh = m.clipHigh;
-  q.dynamicRange = m.dynamicRange;
-  q.meanIntensity = m.meanIntensity;
-  q.bodyClipLow = m.bodyClipLow;
-  q.bodyClipHigh = m.bodyClipHigh;
-  q.bodyMean = m.bodyMean;
-  q.flag = toString(assessment.flag);
-  q.reasons = joined(assessment.reasons, "; ");
-  return q;
-}
 
 void addIssues(std::map<std::string, std::int64_t>& counts, const std::string& issues) {
   std::size_t start = 0;
@@ -554,7 +533,8 @@ ManifestImportReport importManifest(const Manifest& manifest, storage::Index& in
     record.contentY = boxed.content.y;
     record.contentWidth = boxed.content.width;
     record.contentHeight = boxed.content.height;
-    const storage::QualityRecord quality = qualityRecord(boxed, image.height, image.width, options.quality);
+    const storage::QualityRecord quality = qualityRecordOf(measureQuality(boxed.image, boxed.content),
+                                                           image.height, image.width, options.quality);
     record.id = index.putInstanceWithQuality(record, quality);
     slot.taken();
     ++(existing ? report.replaced : report.imported);

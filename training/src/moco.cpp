@@ -218,13 +218,14 @@ MocoStepOutput MocoImpl::forward(const torch::Tensor& queryImages, const torch::
     throw std::invalid_argument("MoCo: query and key batches differ in shape");
   const torch::Tensor q = embedQueries(queryImages).to(torch::kFloat);
   const torch::Tensor k = embedKeys(keyImages, rng).to(torch::kFloat);
+  // Cosine similarities to the positive and to every queued key, shared by the loss and the monitor.
+  const torch::Tensor lPos = (q * k).sum(1);
+  const torch::Tensor lNeg = q.mm(queue_.detach().t());
   MocoStepOutput out;
-  out.loss = lossFor(q, k, queryMeta, rng);
+  out.loss = lossFor(q, lPos, lNeg, queryMeta, rng);
   {
     torch::NoGradGuard noGrad;
-    const torch::Tensor lPos = (q * k).sum(1);
-    const torch::Tensor lNegMax = q.mm(queue_.t()).amax(1);
-    out.positiveAccuracy = (lPos >= lNegMax).to(torch::kFloat).mean().item<double>();
+    out.positiveAccuracy = (lPos >= lNeg.amax(1)).to(torch::kFloat).mean().item<double>();
   }
   pendingKeys_ = k.detach();
   const torch::Device device = q.device();
@@ -233,12 +234,10 @@ MocoStepOutput MocoImpl::forward(const torch::Tensor& queryImages, const torch::
   return out;
 }
 
-torch::Tensor MocoImpl::lossFor(const torch::Tensor& q, const torch::Tensor& k, const KeyMetadata& meta,
-                                std::mt19937_64& rng) {
+torch::Tensor MocoImpl::lossFor(const torch::Tensor& q, const torch::Tensor& lPos, const torch::Tensor& lNeg,
+                                const KeyMetadata& meta, std::mt19937_64& rng) {
   const double t = config_.temperature;
-  const torch::Tensor lPos = (q * k).sum(1);
   const torch::Tensor queue = queue_.detach();
-  const torch::Tensor lNeg = q.mm(queue.t());
   // Strategies only switch on once every queue entry carries real metadata (as in MedAug's code).
   if (config_.negatives == NegativeStrategy::Default || !queueFull())
     return infoNce(lPos, lNeg, t);

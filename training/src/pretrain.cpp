@@ -173,9 +173,7 @@ class LossScaler {
 };
 
 bool isOutOfMemory(const std::exception& e) {
-  const std::string what = e.what();
-  return what.find("out of memory") != std::string::npos ||
-         what.find("CUDA out of memory") != std::string::npos;
+  return std::string(e.what()).find("out of memory") != std::string::npos;  // also "CUDA out of memory"
 }
 
 // The parts of a configuration that must not change when a run resumes.

@@ -1,7 +1,6 @@
 // Model directories, the architecture registry and the scorer. See scorer.h for the format.
 #include "comcl/training/scorer.h"
 
-#include <fcntl.h>
 #include <torch/nn/functional/upsampling.h>
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/batchnorm.h>
@@ -11,18 +10,14 @@
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 #include <torch/utils.h>
-#include <unistd.h>
 
 #include <cerrno>
-#include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
-#include <random>
 #include <set>
 #include <sstream>
 

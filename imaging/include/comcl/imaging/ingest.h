@@ -39,6 +39,12 @@ struct IngestOptions {
   QualityThresholds quality;
 };
 
+// The quality row ingest writes for a decoded image: `metrics` (measureQuality on the cache image inside its
+// content box), the flag and "; "-separated reasons from the thresholds and the native size. Shared with
+// the PNG manifest import so that both paths store the same row.
+storage::QualityRecord qualityRecordOf(const QualityMetrics& metrics, int nativeRows, int nativeCols,
+                                       const QualityThresholds& thresholds);
+
 struct IngestOutcome {
   std::string resourceId;
   storage::DecodeState state = storage::DecodeState::Failed;

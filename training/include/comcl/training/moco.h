@@ -93,8 +93,9 @@ class MocoImpl : public torch::nn::Module {
  private:
   torch::Tensor embedKeys(const torch::Tensor& images, std::mt19937_64& rng);
   torch::Tensor embedQueries(const torch::Tensor& images);
-  torch::Tensor lossFor(const torch::Tensor& q, const torch::Tensor& k, const KeyMetadata& meta,
-                        std::mt19937_64& rng);
+  // lPos [N] and lNeg [N, K]: cosine similarities of the queries to their keys and to the queue.
+  torch::Tensor lossFor(const torch::Tensor& q, const torch::Tensor& lPos, const torch::Tensor& lNeg,
+                        const KeyMetadata& meta, std::mt19937_64& rng);
 
   MocoConfig config_;
   ContrastiveEncoder query_{nullptr};
