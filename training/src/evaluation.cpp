@@ -14,6 +14,7 @@
 #include "comcl/training/augment.h"
 #include "comcl/training/device.h"
 #include "comcl/training/encoder_file.h"
+#include "comcl/training/heap_retention.h"
 #include "comcl/training/model_io.h"
 #include "comcl/training/scorer.h"
 #include "comcl/training/stable_hash.h"
@@ -486,6 +487,7 @@ ProtocolResult runProtocol(const TrainingSet& set, const storage::ImageCache& ca
     }
   }
   const torch::Device device = parseDevice(config.device);
+  const HeapRetention heapRetention(device.is_cpu());
   Encoder encoder = openEncoder(source, config.imageSize, config.seed);
   encoder.backbone->to(device);
   FeatureCache features(*encoder.backbone, encoder.info, set, cache, config.imageSize, config.batchSize,
@@ -568,6 +570,7 @@ void trainAndSaveModel(const TrainingSet& set, const storage::ImageCache& cache,
                        const ProtocolConfig& config, const ProtocolResult& metrics, int version,
                        const std::string& directory) {
   const torch::Device device = parseDevice(config.device);
+  const HeapRetention heapRetention(device.is_cpu());
   Encoder encoder = openEncoder(source, config.imageSize, config.seed);
   encoder.backbone->to(device);
   std::vector<std::string> findings;

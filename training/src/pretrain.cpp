@@ -16,6 +16,7 @@
 
 #include "comcl/training/device.h"
 #include "comcl/training/encoder_file.h"
+#include "comcl/training/heap_retention.h"
 #include "comcl/training/loader.h"
 #include "comcl/training/model_io.h"
 #include "comcl/training/tensor_batch.h"
@@ -96,8 +97,7 @@ torch::Tensor readImages(const TrainingSet& set, const storage::ImageCache& cach
   refs.reserve(images.size());
   for (int i : images)
     refs.push_back(set.images()[static_cast<std::size_t>(i)].cached);
-  torch::Tensor batch = loadBatch(cache, refs, torch::kCPU);
-  return pin ? batch.pin_memory() : batch;
+  return loadHostBatch(cache, refs, pin);
 }
 
 KeyMetadata toDevice(const KeyMetadata& meta, torch::Device device) {
@@ -435,6 +435,7 @@ PretrainResult Pretrainer::run(const ProgressCallback& onProgress, const std::at
                                const EpochMonitor& monitor) {
   const torch::Device device = parseDevice(config_.device);
   const bool cuda = device.is_cuda();
+  const HeapRetention heapRetention(device.is_cpu());
   if (config_.precision != "fp32" && !cuda) {
     throw TrainingError("precision " + config_.precision +
                         " uses CUDA autocast; on the CPU use --precision fp32");

@@ -15,9 +15,14 @@ struct CachedImageRef {
   std::uint64_t key = 0;  // storage::cacheKey(resourceId)
 };
 
-// Reads the images into a float tensor of shape [N, 1, size, size] with values in [0, 1], on `device`.
-// The cache copies each image once, straight into the tensor's memory; the only other pass is the
-// conversion to float. Throws storage::CacheError for a slot that fails verification.
+// Reads the images into a float tensor of shape [N, 1, size, size] with values in [0, 1] in host memory
+// (page-locked when `pinned`, for an asynchronous copy to a GPU). Uses no tensor op, so it can run in
+// data-loading threads without starting OpenMP teams there. Throws storage::CacheError for a slot that
+// fails verification.
+torch::Tensor loadHostBatch(const storage::ImageCache& cache, const std::vector<CachedImageRef>& images,
+                            bool pinned = false);
+
+// The same batch on `device` (through page-locked memory for a GPU).
 torch::Tensor loadBatch(const storage::ImageCache& cache, const std::vector<CachedImageRef>& images,
                         torch::Device device = torch::kCPU);
 
