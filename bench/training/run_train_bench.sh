@@ -5,15 +5,19 @@
 # same images, image size, batch, queue, loader workers and compute threads. Images/s counts query images per
 # second of wall time, data loading included, over one epoch of the C++ side (images / batch steps, the last
 # partial batch dropped); the Python side runs the same number of steps, counted from its first step as the
-# C++ side counts (--py-warmup 0). Prints a Markdown table and writes it to --out.
+# C++ side counts (--py-warmup 0). A third column runs the Python side again with glibc told to keep freed
+# blocks in the heap (MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_), which comcl does itself while training
+# on the CPU, to show how much of the difference that is. The sides take turns for --repeat rounds and the
+# table gives medians. Prints a Markdown table and writes it to --out.
 #
 # usage: bench/training/run_train_bench.sh [--out FILE] [--sizes "64:32 224:16"] [--workers N] [--threads N]
-#                                          [--queue-size K] [--work DIR] [--py-warmup N] [--python-only]
+#                                          [--queue-size K] [--work DIR] [--py-warmup N] [--repeat N]
+#                                          [--python-only]
 #   COMCL=path/to/comcl  (default build-plugin/tools/comcl/comcl; needs `pretrain`)
 #   PYTHON=python3 with torch + torchvision (default /usr/bin/python3: Debian's python3-torch 1.13)
 #   --sizes  image size:batch pairs. The paper's (MedAug / MoCo-CXR) batch is 16 at 224 px; the defaults, batch
-#            32 at 64 px and 16 at 224 px, take about 10 minutes on 2 idle cores (13 with a compile beside it),
-#            most of it the Python side at 224 px.
+#            32 at 64 px and 16 at 224 px, with --repeat 3 (the default) take about 20 minutes on 2 idle cores,
+#            most of it at 224 px.
 #   --threads  compute threads of both sides (default: every core, nproc): OMP_NUM_THREADS for comcl,
 #            torch.set_num_threads for Python. --workers: comcl's loader threads, DataLoader worker processes.
 #   --work   the script's own folder for the benchmark index and logs (default /tmp/comcl-train-bench; an index
@@ -35,6 +39,7 @@ queue=256
 work=/tmp/comcl-train-bench
 py_warmup=0
 python_only=0
+repeat=3
 
 while [ $# -gt 0 ]; do
   case $1 in
@@ -45,6 +50,7 @@ while [ $# -gt 0 ]; do
     --queue-size) queue=$2; shift 2 ;;
     --work) work=$2; shift 2 ;;
     --py-warmup) py_warmup=$2; shift 2 ;;
+    --repeat) repeat=$2; shift 2 ;;
     --python-only) python_only=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
@@ -108,50 +114,88 @@ if awk -v l="$load_start" 'BEGIN { exit !(l > 0.5) }'; then
   echo "warning: load average $load_start before the run: other work on this machine will skew the numbers" >&2
 fi
 
+# glibc settings that keep freed blocks in the heap, as comcl does itself while it trains on the CPU
+# (training/heap_retention.h): the "Python, same heap" column shows how much of the difference that is.
+py_heap_env=(MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=2147483647)
+
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+range() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (NR > 1) printf "%s-%s", lo, hi; else print lo }'; }
+
+# One epoch of `comcl pretrain`; sets cpp_ips, cpp_wait (a fraction), images and py_queue.
+run_cpp() {
+  local size=$1 batch=$2 run out=$log/cpp-$1.txt
+  run=$(mktemp -d "$work/run-$size-XXXXXX")
+  rmdir "$run"  # comcl creates its run directory; an existing one would be resumed
+  echo "C++:    comcl pretrain --method moco --image-size $size --batch-size $batch --queue-size $queue" \
+       "--workers $workers (OMP_NUM_THREADS=$threads)" >&2
+  OMP_NUM_THREADS=$threads "$comcl" pretrain --db "$db" --run "$run" --method moco --epochs 1 \
+    --batch-size "$batch" --image-size "$size" --queue-size "$queue" --device cpu --workers "$workers" \
+    --quiet >"$out" 2>&1 || { cat "$out" >&2; exit 1; }
+  rm -rf "$run"
+  # "pre-training moco (...) on N images of P patients", "... batch B, 1 epochs, queue K, ...",
+  # "finished in ... on cpu: X images/s (data path waited Y % of the time)"
+  images=$(sed -n 's/^pre-training .* on \([0-9][0-9]*\) images of .*/\1/p' "$out" | head -1)
+  py_queue=$(sed -n 's/.*, queue \([0-9][0-9]*\),.*/\1/p' "$out" | head -1)
+  cpp_ips=$(sed -n 's/.* \([0-9.][0-9.]*\) images\/s (data path waited.*/\1/p' "$out" | tail -1)
+  cpp_wait=$(sed -n 's/.*(data path waited \([0-9.][0-9.]*\) % of the time).*/\1/p' "$out" | tail -1)
+  if [ -z "$images" ] || [ -z "$cpp_ips" ] || [ -z "$cpp_wait" ] || [ -z "$py_queue" ]; then
+    echo "could not read comcl's output ($out):" >&2
+    cat "$out" >&2
+    exit 1
+  fi
+  cpp_wait=$(awk -v p="$cpp_wait" 'BEGIN { print p / 100 }')
+}
+
+# moco_step.py for `steps` steps, with extra environment assignments after the fixed arguments; sets
+# py_ips, py_wait and torch_version.
+run_python() {
+  local size=$1 batch=$2 steps=$3 tag=$4 json
+  shift 4
+  echo "Python: moco_step.py --image-size $size --batch-size $batch --steps $steps --queue-size $py_queue" \
+       "--workers $workers --threads $threads $*" >&2
+  env "$@" "$python" bench/training/moco_step.py "${manifest_args[@]}" --image-size "$size" \
+    --batch-size "$batch" --steps "$steps" --warmup "$py_warmup" --workers "$workers" --queue-size "$py_queue" \
+    --threads "$threads" >"$log/python-$tag-$size.json" 2>"$log/python-$tag-$size.txt" ||
+    { cat "$log/python-$tag-$size.txt" >&2; exit 1; }
+  json=$(tail -1 "$log/python-$tag-$size.json")
+  py_ips=$(json_field "$json" images_per_second)
+  py_wait=$(json_field "$json" data_wait_share)
+  torch_version=$(json_field "$json" torch)
+}
+
+# The sides take turns, `repeat` rounds of each, so a slow phase of the machine hits all of them; the table
+# gives medians (and the range of the C++ / Python ratio over the rounds).
 rows=()
 for pair in $sizes; do
   size=${pair%%:*}
   batch=${pair##*:}
-  cpp_ips="" cpp_wait="" py_queue=$queue images=$listed
-  if [ "$python_only" = 0 ]; then
-    run=$(mktemp -d "$work/run-$size-XXXXXX")
-    rmdir "$run"  # comcl creates its run directory; an existing one would be resumed
-    echo "C++:    comcl pretrain --method moco --image-size $size --batch-size $batch --queue-size $queue" \
-         "--workers $workers (OMP_NUM_THREADS=$threads)" >&2
-    OMP_NUM_THREADS=$threads "$comcl" pretrain --db "$db" --run "$run" --method moco --epochs 1 \
-      --batch-size "$batch" --image-size "$size" --queue-size "$queue" --device cpu --workers "$workers" \
-      --quiet >"$log/cpp-$size.txt" 2>&1 || { cat "$log/cpp-$size.txt" >&2; exit 1; }
-    rm -rf "$run"
-    # "pre-training moco (...) on N images of P patients", "... batch B, 1 epochs, queue K, ...",
-    # "finished in ... on cpu: X images/s (data path waited Y % of the time)"
-    images=$(sed -n 's/^pre-training .* on \([0-9][0-9]*\) images of .*/\1/p' "$log/cpp-$size.txt" | head -1)
-    py_queue=$(sed -n 's/.*, queue \([0-9][0-9]*\),.*/\1/p' "$log/cpp-$size.txt" | head -1)
-    cpp_ips=$(sed -n 's/.* \([0-9.][0-9.]*\) images\/s (data path waited.*/\1/p' "$log/cpp-$size.txt" | tail -1)
-    cpp_wait=$(sed -n 's/.*(data path waited \([0-9.][0-9.]*\) % of the time).*/\1/p' "$log/cpp-$size.txt" |
-               tail -1)
-    if [ -z "$images" ] || [ -z "$cpp_ips" ] || [ -z "$cpp_wait" ] || [ -z "$py_queue" ]; then
-      echo "could not read comcl's output ($log/cpp-$size.txt):" >&2
-      cat "$log/cpp-$size.txt" >&2
+  cpp_runs=() cpp_waits=() py_runs=() py_waits=() heap_runs=() ratios=()
+  for round in $(seq "$repeat"); do
+    echo "round $round/$repeat, $size px" >&2
+    cpp_ips="" cpp_wait="" py_queue=$queue images=$listed
+    if [ "$python_only" = 0 ]; then
+      run_cpp "$size" "$batch"
+      cpp_runs+=("$cpp_ips")
+      cpp_waits+=("$cpp_wait")
+    fi
+    steps=$((images / batch))
+    if [ "$steps" -lt 1 ]; then
+      echo "only $images images for batch $batch" >&2
       exit 1
     fi
-    cpp_wait=$(awk -v p="$cpp_wait" 'BEGIN { print p / 100 }')
-  fi
-  steps=$((images / batch))
-  if [ "$steps" -lt 1 ]; then
-    echo "only $images images for batch $batch" >&2
-    exit 1
-  fi
-  echo "Python: moco_step.py --image-size $size --batch-size $batch --steps $steps --queue-size $py_queue" \
-       "--workers $workers --threads $threads" >&2
-  "$python" bench/training/moco_step.py "${manifest_args[@]}" --image-size "$size" --batch-size "$batch" \
-    --steps "$steps" --warmup "$py_warmup" --workers "$workers" --queue-size "$py_queue" --threads "$threads" \
-    >"$log/python-$size.json" 2>"$log/python-$size.txt" || { cat "$log/python-$size.txt" >&2; exit 1; }
-  py_json=$(tail -1 "$log/python-$size.json")
-  py_ips=$(json_field "$py_json" images_per_second)
-  py_wait=$(json_field "$py_json" data_wait_share)
-  torch_version=$(json_field "$py_json" torch)
-  rows+=("| $size | $batch | $steps | ${cpp_ips:--} | $py_ips | $(ratio "$cpp_ips" "$py_ips") |\
- $(percent "$cpp_wait") | $(percent "$py_wait") |")
+    run_python "$size" "$batch" "$steps" default
+    py_runs+=("$py_ips")
+    py_waits+=("$py_wait")
+    [ -n "$cpp_ips" ] && ratios+=("$(awk -v a="$cpp_ips" -v b="$py_ips" 'BEGIN { printf "%.2f", a / b }')")
+    run_python "$size" "$batch" "$steps" heap "${py_heap_env[@]}"
+    heap_runs+=("$py_ips")
+  done
+  cpp_median=$(median "${cpp_runs[@]}")
+  py_median=$(median "${py_runs[@]}")
+  heap_median=$(median "${heap_runs[@]}")
+  rows+=("| $size | $batch | $steps | ${cpp_median:--} | $py_median | $heap_median |\
+ $(ratio "$cpp_median" "$py_median") ($(range "${ratios[@]}")) | $(ratio "$cpp_median" "$heap_median") |\
+ $(percent "$(median "${cpp_waits[@]}")") | $(percent "$(median "${py_waits[@]}")") |")
 done
 
 report() {
@@ -162,8 +206,11 @@ report() {
     "Python: torch $torch_version, Debian's torchvision; ${#manifests[@]} manifest(s), $listed images listed."
   echo "Load average before / after the run: $load_start / $(cut -d' ' -f1 /proc/loadavg) (0 on an idle machine)."
   echo
-  echo "| image size | batch | steps | C++ images/s | Python images/s | ratio C++/Python | data wait C++ | data wait Python |"
-  echo "|---|---|---|---|---|---|---|---|"
+  echo "Medians of $repeat interleaved rounds; the ratio's range is over the rounds."
+  echo
+  echo "| image size | batch | steps | C++ images/s | Python images/s | Python, same heap images/s |" \
+    "C++ / Python (range) | C++ / Python, same heap | data wait C++ | data wait Python |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
 }
 
