@@ -121,6 +121,20 @@ TEST_F(CliTraining, PretrainsResumesAFinishedRunAndRefusesAChangedOne) {
       << comcl::testing::readText(file("py.out"));
 }
 
+TEST_F(CliTraining, PretrainReportsAKnnMonitorPerEpoch) {
+  const auto r = runComcl(tinyPretrain(file("run-knn")) + " --monitor-label icu_ever --monitor-k 10");
+  ASSERT_EQ(r.exitCode, 0) << r.out << r.err;
+  for (const char* epoch : {"epoch 1", "epoch 2"}) {
+    const std::regex line(std::string("  ") + epoch + ": k-NN accuracy \\(icu_ever, k 10, test patients\\) " +
+                          "(0\\.[0-9]{3}|1\\.000)\n");
+    EXPECT_TRUE(std::regex_search(r.out, line)) << r.out;
+  }
+  EXPECT_TRUE(contains(r.out, "k-NN accuracy per epoch (icu_ever):")) << r.out;
+  const auto missing = runComcl(tinyPretrain(file("run-knn2")) + " --monitor-label effusion");
+  EXPECT_EQ(missing.exitCode, 1);
+  EXPECT_TRUE(contains(missing.err, "no image carries the label 'effusion'")) << missing.err;
+}
+
 TEST_F(CliTraining, LinearEvaluationSavesAModelThatScoresTheCache) {
   const std::string run = file("run-b");
   ASSERT_EQ(runComcl(tinyPretrain(run)).exitCode, 0);

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "archive_fixture.h"
+#include "comcl/training/encoder_file.h"
 #include "comcl/training/scorer.h"
 #include "comcl/training/tensor_batch.h"
 
@@ -129,6 +130,35 @@ TEST_F(EvaluationTest, BadRequestsSayWhatIsWrong) {
   EXPECT_THROW(
       runProtocol(set_, fixture_.cache(), split_, EncoderSource{"/nonexistent/encoder"}, tinyProtocol()),
       ModelError);
+}
+
+TEST_F(EvaluationTest, TheKnnMonitorSeparatesAnEasyLabelOnHeldOutPatients) {
+  KnnMonitorConfig config;
+  config.label = "finding";
+  config.input.imageSize = 32;
+  config.batchSize = 8;
+  config.k = 1;  // the nearest bright or dark neighbour; larger k mixes in the other class on 40 images
+  const auto monitor = knnMonitor(set_, fixture_.cache(), split_, config);
+  torch::manual_seed(5);
+  const auto backbone = makeBackbone("resnet18", 1, 1);
+  // Brightness follows the label, and even a random encoder's features carry it (20 balanced test
+  // images: chance gives 0.5, and 17 or more right by chance has odds of about 1 in 800).
+  EXPECT_GT(monitor(*backbone, 1), 0.8);
+  EXPECT_FALSE(backbone->is_training());
+
+  // The label must exist, and the split must leave labelled train and test patients.
+  config.label = "pneumothorax";
+  EXPECT_THROW(knnMonitor(set_, fixture_.cache(), split_, config), DataError);
+  config.label = "finding";
+  auto allTrain = split_;
+  for (auto& entry : allTrain)
+    entry.second = "train";
+  try {
+    knnMonitor(set_, fixture_.cache(), allTrain, config);
+    FAIL();
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("0 test"), std::string::npos) << e.what();
+  }
 }
 
 TEST_F(EvaluationTest, FineTuningRunsAndTheSavedModelScoresLikeTheProbe) {

@@ -18,7 +18,7 @@ namespace comcl::training {
 namespace {
 
 #if defined(__GLIBC__)
-constexpr std::size_t kBlock = 64u << 20;  // above glibc's largest dynamic mmap threshold (32 MiB)
+constexpr std::size_t kMargin = 64u << 20;  // above glibc's largest dynamic mmap threshold (32 MiB)
 
 // Bytes that malloc holds in mmap()ed blocks, and free bytes kept in its heaps.
 std::size_t mappedBytes() {
@@ -46,6 +46,12 @@ void* touchedBlock(std::size_t size) {
   return block;
 }
 
+// Larger than all free memory malloc holds: no free chunk can serve it, so malloc must map it or grow the
+// heap, whatever earlier code in this process left behind.
+std::size_t freshBlockSize() {
+  return retainedFreeBytes() + kMargin;
+}
+
 bool servedByMmap(std::size_t size) {
   const std::size_t before = mappedBytes();
   void* block = touchedBlock(size);
@@ -57,22 +63,24 @@ bool servedByMmap(std::size_t size) {
 
 TEST(HeapRetentionTest, KeepsLargeBlocksInTheHeapWhileAlive) {
   ASSERT_FALSE(HeapRetention::active());
-  ASSERT_TRUE(servedByMmap(kBlock)) << "without a scope glibc maps a 64 MiB block";
+  ASSERT_TRUE(servedByMmap(freshBlockSize())) << "without a scope glibc maps a block this large";
   malloc_trim(0);  // free pages left by earlier allocations must not hide the block's own
   std::size_t residentWithBlockFreed = 0;
+  std::size_t block = 0;
   {
     const HeapRetention retention;
     EXPECT_TRUE(HeapRetention::active());
     const std::size_t before = residentBytes();
-    EXPECT_FALSE(servedByMmap(kBlock));
+    block = freshBlockSize();
+    EXPECT_FALSE(servedByMmap(block));
     // Freed, the block stays in the heap, its pages resident, for the next allocation.
-    EXPECT_GE(retainedFreeBytes(), kBlock);
+    EXPECT_GE(retainedFreeBytes(), block);
     residentWithBlockFreed = residentBytes();
-    EXPECT_GE(residentWithBlockFreed, before + kBlock / 2);
+    EXPECT_GE(residentWithBlockFreed, before + block / 2);
   }
   EXPECT_FALSE(HeapRetention::active());
-  EXPECT_LE(residentBytes() + kBlock / 2, residentWithBlockFreed) << "the retained memory was not given back";
-  EXPECT_TRUE(servedByMmap(kBlock)) << "the thresholds were not restored";
+  EXPECT_LE(residentBytes() + block / 2, residentWithBlockFreed) << "the retained memory was not given back";
+  EXPECT_TRUE(servedByMmap(freshBlockSize())) << "the thresholds were not restored";
 }
 
 TEST(HeapRetentionTest, NestedScopesRetainUntilTheLastEnds) {
@@ -80,19 +88,19 @@ TEST(HeapRetentionTest, NestedScopesRetainUntilTheLastEnds) {
     const HeapRetention outer;
     {
       const HeapRetention inner;
-      EXPECT_FALSE(servedByMmap(kBlock));
+      EXPECT_FALSE(servedByMmap(freshBlockSize()));
     }
     EXPECT_TRUE(HeapRetention::active());
-    EXPECT_FALSE(servedByMmap(kBlock));
+    EXPECT_FALSE(servedByMmap(freshBlockSize()));
   }
   EXPECT_FALSE(HeapRetention::active());
-  EXPECT_TRUE(servedByMmap(kBlock));
+  EXPECT_TRUE(servedByMmap(freshBlockSize()));
 }
 
 TEST(HeapRetentionTest, DisabledScopeChangesNothing) {
   const HeapRetention gpuRun(false);
   EXPECT_FALSE(HeapRetention::active());
-  EXPECT_TRUE(servedByMmap(kBlock));
+  EXPECT_TRUE(servedByMmap(freshBlockSize()));
 }
 #else
 TEST(HeapRetentionTest, KeepsLargeBlocksInTheHeapWhileAlive) {

@@ -113,6 +113,34 @@ TEST_F(PretrainTest, ACancelledRunResumesToTheSameWeightsAsAnUninterruptedOne) {
   EXPECT_TRUE(sameWeights(straight.encoderDirectory, second.encoderDirectory));
 }
 
+// The epoch monitor sees the query backbone in eval mode after each epoch; its values are kept in the
+// checkpoint, so a resumed run reports every epoch's, and training continues in train mode.
+TEST_F(PretrainTest, TheEpochMonitorRunsAfterEachEpochAndSurvivesAResume) {
+  std::vector<int> epochsSeen;
+  bool sawTrainingMode = false;
+  const EpochMonitor monitor = [&](ResNet& backbone, int epoch) {
+    sawTrainingMode = sawTrainingMode || backbone.is_training();
+    epochsSeen.push_back(epoch);
+    return 0.25 * epoch;
+  };
+  PretrainConfig config = tinyConfig();
+  config.epochs = 3;
+  std::atomic<bool> cancel{false};
+  const auto first =
+      Pretrainer(set_, fixture_.cache(), config, runDir("monitored"))
+          .run([&](const PretrainProgress& p) { cancel = p.globalStep == 4; }, &cancel, monitor);
+  EXPECT_TRUE(first.cancelled);
+  EXPECT_EQ(epochsSeen, std::vector<int>{1});
+  EXPECT_EQ(first.monitor, std::vector<double>{0.25});
+  EXPECT_EQ(first.epochLosses.size(), 1u);
+  const auto second =
+      Pretrainer(set_, fixture_.cache(), config, runDir("monitored")).run({}, nullptr, monitor);
+  ASSERT_TRUE(second.completed);
+  EXPECT_EQ(epochsSeen, (std::vector<int>{1, 2, 3}));
+  EXPECT_EQ(second.monitor, (std::vector<double>{0.25, 0.5, 0.75}));
+  EXPECT_FALSE(sawTrainingMode);
+}
+
 TEST_F(PretrainTest, RefusesACheckpointOfAnotherConfigurationOrAnotherDataSnapshot) {
   std::atomic<bool> cancel{true};
   Pretrainer(set_, fixture_.cache(), tinyConfig(), runDir("run")).run({}, &cancel);

@@ -169,6 +169,8 @@ struct PretrainOptions {
   double cropScaleMin = -1;
   std::uint64_t seed = 0;
   bool quiet = false;
+  std::string monitorLabel;  // empty: no k-NN monitor
+  int monitorK = 20;
 };
 
 class ProgressLine {
@@ -282,12 +284,32 @@ int runPretrain(const PretrainOptions& o, const CLI::App& command) {
             << ", " << config.precision << ", seed " << config.seed << "\n"
             << "  studies by " << o.data.studyBy << "; run directory " << o.run
             << " (Ctrl-C stops after the current step; run again to resume)\n";
+  EpochMonitor monitor;
+  if (!o.monitorLabel.empty()) {
+    KnnMonitorConfig knn;
+    knn.label = o.monitorLabel;
+    knn.input.channels = config.moco.channels;
+    knn.input.imageSize = config.augment.outputSize;
+    knn.input.mean = config.mean;
+    knn.input.stddev = config.stddev;
+    knn.batchSize = std::max(config.batchSize, 32);
+    knn.k = o.monitorK;
+    // The stored patient split (made now where missing), so the monitor never looks at evaluation patients.
+    const auto split = ensurePatientSplit(*data.index, data.set, SplitConfig{});
+    auto accuracy = knnMonitor(data.set, *data.cache, split, knn);
+    monitor = [accuracy, label = o.monitorLabel, k = o.monitorK](ResNet& backbone, int epoch) {
+      const double value = accuracy(backbone, epoch);
+      std::cout << "  epoch " << epoch << ": k-NN accuracy (" << label << ", k " << k << ", test patients) "
+                << std::fixed << std::setprecision(3) << value << std::endl;
+      return value;
+    };
+  }
   Pretrainer trainer(data.set, *data.cache, config, o.run);
   ProgressLine progress(o.quiet);
   InterruptToCancel interrupts;
   const auto started = std::chrono::steady_clock::now();
   const PretrainResult result =
-      trainer.run([&](const PretrainProgress& p) { progress.show(p); }, &interrupted);
+      trainer.run([&](const PretrainProgress& p) { progress.show(p); }, &interrupted, monitor);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   if (result.cancelled) {
     std::cout << "cancelled after step " << result.stepsDone << "; the checkpoint in " << o.run
@@ -300,6 +322,11 @@ int runPretrain(const PretrainOptions& o, const CLI::App& command) {
             << " % of the time)\n  loss per epoch:";
   for (double l : result.epochLosses)
     std::cout << " " << std::setprecision(4) << l;
+  if (!result.monitor.empty()) {
+    std::cout << "\n  k-NN accuracy per epoch (" << o.monitorLabel << "):";
+    for (double a : result.monitor)
+      std::cout << " " << std::setprecision(3) << a;
+  }
   std::cout << "\n  encoder: " << result.encoderDirectory << " (encoder.pth loads with torch.load)\n";
   return 0;
 }
@@ -507,6 +534,12 @@ void addTrainingCommands(CLI::App& app, std::vector<Command>& commands) {
                        "Checkpoint every N steps (0: every epoch)");
   pretrain->add_option("--config", pre.configFile, "JSON configuration (as in run.json); flags override it");
   pretrain->add_flag("--quiet", pre.quiet, "No progress line");
+  pretrain->add_option("--monitor-label", pre.monitorLabel,
+                       "After each epoch, k-NN accuracy for this label (train patients as neighbours, test "
+                       "patients as queries, the stored split)");
+  pretrain->add_option("--monitor-k", pre.monitorK, "Neighbours of the k-NN monitor")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
   commands.push_back({pretrain, [pretrain] { return runPretrain(pre, *pretrain); }});
 
   for (const char* mode : {"linear-eval", "finetune"}) {

@@ -639,4 +639,31 @@ void trainAndSaveModel(const TrainingSet& set, const storage::ImageCache& cache,
       {{"split.json", splitJson.dump(1) + "\n"}, {"weights.pth", pickledStateDict(*network)}});
 }
 
+std::function<double(ResNet& backbone, int epoch)> knnMonitor(const TrainingSet& set,
+                                                              const storage::ImageCache& cache,
+                                                              const std::map<std::string, std::string>& split,
+                                                              const KnnMonitorConfig& config) {
+  if (config.k < 1 || !(config.temperature > 0) || config.batchSize < 1)
+    throw std::invalid_argument("k-NN monitor: k and the batch size must be >= 1, the temperature > 0");
+  const std::vector<std::string> known = set.findings();
+  if (std::find(known.begin(), known.end(), config.label) == known.end())
+    throw DataError("k-NN monitor: no image carries the label '" + config.label + "'");
+  const Labelled train = labelledIn(set, split, config.label, "train");
+  const Labelled test = labelledIn(set, split, config.label, "test");
+  if (train.images.empty() || test.images.empty()) {
+    throw DataError("k-NN monitor: the patient split leaves " + std::to_string(train.images.size()) +
+                    " train and " + std::to_string(test.images.size()) + " test images labelled '" +
+                    config.label + "'; it needs both");
+  }
+  const int classes = classesOf(train, test);
+  return [&set, &cache, config, train, test, classes](ResNet& backbone, int) {
+    const torch::Device device = backbone.parameters().front().device();
+    FeatureCache features(backbone, config.input, set, cache, config.input.imageSize, config.batchSize,
+                          device);
+    return knnAccuracy(features.of(train.images), torch::tensor(train.targets, torch::kLong),
+                       features.of(test.images), torch::tensor(test.targets, torch::kLong), classes, config.k,
+                       config.temperature);
+  };
+}
+
 }  // namespace comcl::training

@@ -518,6 +518,8 @@ PretrainResult Pretrainer::run(const ProgressCallback& onProgress, const std::at
       if (cancel && cancel->load()) {
         saveNow();
         result.cancelled = true;
+        result.epochLosses = position.epochLosses;  // the epochs finished so far, this run's included
+        result.monitor = position.monitor;
         result.epochsDone = static_cast<int>(position.epoch);
         result.stepsDone = position.globalStep;
         result.imagesPerSecond = throughput.totalImagesPerSecond();

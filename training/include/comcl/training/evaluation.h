@@ -23,6 +23,7 @@
 #include "comcl/storage/image_cache.h"
 #include "comcl/storage/index.h"
 #include "comcl/training/dataset.h"
+#include "comcl/training/encoder_file.h"
 #include "comcl/training/metrics.h"
 #include "comcl/training/optim.h"
 #include "comcl/training/resnet.h"
@@ -124,5 +125,23 @@ void trainAndSaveModel(const TrainingSet& set, const storage::ImageCache& cache,
                        const std::map<std::string, std::string>& split, const EncoderSource& encoder,
                        const ProtocolConfig& config, const ProtocolResult& metrics, int version,
                        const std::string& directory);
+
+// The k-NN monitor of pre-training (as in MoCo): after an epoch, the top-1 accuracy of the weighted k-NN
+// classifier (knnAccuracy) on the backbone's features, with the split's train images that carry the label
+// as neighbours and its test images as queries.
+struct KnnMonitorConfig {
+  std::string label;
+  EncoderInfo input;  // image size, channels and normalisation the backbone trains with
+  int batchSize = 64;
+  int k = 20;
+  double temperature = 0.1;
+};
+
+// Throws DataError up front for a label no image carries, or a split that leaves no train or no test image
+// with it. The returned function fits Pretrainer::run's EpochMonitor; it puts the backbone in eval mode.
+std::function<double(ResNet& backbone, int epoch)> knnMonitor(const TrainingSet& set,
+                                                              const storage::ImageCache& cache,
+                                                              const std::map<std::string, std::string>& split,
+                                                              const KnnMonitorConfig& config);
 
 }  // namespace comcl::training
