@@ -1,19 +1,19 @@
 // Random views as batched tensor ops. See augment.h for the geometry and the order of the random draws.
 #include "comcl/training/augment.h"
 
-#include <torch/nn/functional/conv.h>
-#include <torch/nn/functional/padding.h>
 #include <torch/nn/functional/pooling.h>
 #include <torch/nn/functional/vision.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "image_ops.h"
+#include "random_draws.h"
 
 namespace comcl::training {
 
@@ -21,33 +21,21 @@ namespace F = torch::nn::functional;
 
 namespace {
 
+using detail::cpuDouble;
+using detail::numberText;
+using detail::perSample;
+using detail::uniform;
+using detail::uniform01;
+
 constexpr int kCropAttempts = 10;  // torchvision's RandomResizedCrop gives up after 10 draws
 constexpr double kPi = 3.14159265358979323846;
-
-std::string text(double value) {
-  std::ostringstream out;
-  out << value;
-  return out.str();
-}
 
 [[noreturn]] void invalid(const std::string& field, const std::string& why) {
   throw std::invalid_argument("augmentation " + field + " " + why);
 }
 
-// Written out rather than std::uniform_real_distribution, whose algorithm differs between standard
-// libraries: the same seed must give the same views everywhere.
-double uniform01(std::mt19937_64& rng) {
-  return static_cast<double>(rng() >> 11) * 0x1.0p-53;
-}
-
-double uniform(std::mt19937_64& rng, double low, double high) {
-  return low + (high - low) * uniform01(rng);
-}
-
-// `!(a <= x && x <= b)` is also true for NaN.
 void requireRange(const char* field, double value, double low, double high) {
-  if (!(low <= value && value <= high))
-    invalid(field, "must be in [" + text(low) + ", " + text(high) + "], not " + text(value));
+  detail::requireRange("augmentation", field, value, low, high);
 }
 
 void requireProbability(const char* field, double value) {
@@ -88,10 +76,6 @@ Box drawCrop(const AugmentConfig& config, double height, double width, std::mt19
     }
   }
   return centralCrop(config, height, width);
-}
-
-torch::Tensor cpuDouble(const torch::Tensor& tensor) {
-  return tensor.to(torch::kCPU, torch::kDouble).contiguous();
 }
 
 // The integer factor by which the whole batch can be shrunk along one axis before sampling; 1 = none.
@@ -155,10 +139,6 @@ bool allEqual(const torch::Tensor& values, double value) {
   return !values.numel() || cpuDouble(values).eq(value).all().item<bool>();
 }
 
-torch::Tensor perSample(const torch::Tensor& values, const torch::Tensor& like) {
-  return values.to(like.device(), like.scalar_type()).view({-1, 1, 1, 1});
-}
-
 torch::Tensor adjustIntensity(torch::Tensor views, const ViewParams& params) {
   if (!allEqual(params.brightness, 1.0))
     views = (views * perSample(params.brightness, views)).clamp(0.0, 1.0);
@@ -169,76 +149,6 @@ torch::Tensor adjustIntensity(torch::Tensor views, const ViewParams& params) {
     views = (views * factor + mean * (1 - factor)).clamp(0.0, 1.0);
   }
   return views;
-}
-
-torch::Tensor blur(const torch::Tensor& views, const torch::Tensor& sigmas) {
-  const torch::Tensor sigma = cpuDouble(sigmas);
-  if (!sigma.numel())
-    return views;
-  const double largest = sigma.max().item<double>();
-  const std::int64_t size = views.size(2);
-  // Reflect padding needs the radius below the image size.
-  const std::int64_t radius =
-      std::min<std::int64_t>(static_cast<std::int64_t>(std::ceil(3 * largest)), size - 1);
-  if (radius < 1)
-    return views;
-
-  const std::int64_t count = views.size(0);
-  const std::int64_t channels = views.size(1);
-  const std::int64_t taps = 2 * radius + 1;
-  torch::Tensor kernels = torch::zeros({count, taps}, torch::kDouble);
-  auto kernel = kernels.accessor<double, 2>();
-  const auto s = sigma.accessor<double, 1>();
-  for (std::int64_t n = 0; n < count; ++n) {
-    if (!(s[n] > 0)) {
-      kernel[n][radius] = 1;
-      continue;
-    }
-    double sum = 0;
-    for (std::int64_t k = -radius; k <= radius; ++k) {
-      const double weight = std::exp(-static_cast<double>(k * k) / (2 * s[n] * s[n]));
-      kernel[n][k + radius] = weight;
-      sum += weight;
-    }
-    for (std::int64_t k = 0; k < taps; ++k)
-      kernel[n][k] /= sum;
-  }
-
-  // Every (sample, channel) plane is its own group. A single group is doubled: CUDA runs a grouped float
-  // convolution with its own exact kernel, while one group could go to cuDNN, which may use TF32.
-  const std::int64_t planes = count * channels;
-  const std::int64_t groups = std::max<std::int64_t>(planes, 2);
-  torch::Tensor weights =
-      kernels.to(views.device(), views.scalar_type()).view({count, 1, taps}).expand({count, channels, taps});
-  weights = weights.reshape({planes, taps});
-  torch::Tensor x = views.reshape({1, planes, size, size});
-  if (groups != planes) {
-    weights = weights.repeat({groups, 1});
-    x = x.repeat({1, groups, 1, 1});
-  }
-  const auto options = F::Conv2dFuncOptions().groups(groups);
-  x = F::pad(x, F::PadFuncOptions({radius, radius, 0, 0}).mode(torch::kReflect));
-  x = F::conv2d(x, weights.view({groups, 1, 1, taps}), options);
-  x = F::pad(x, F::PadFuncOptions({0, 0, radius, radius}).mode(torch::kReflect));
-  x = F::conv2d(x, weights.view({groups, 1, taps, 1}), options);
-  return x.narrow(1, 0, planes).reshape({count, channels, size, size});
-}
-
-void checkImages(const torch::Tensor& images) {
-  if (!images.defined() || images.dim() != 4) {
-    throw std::invalid_argument("augmentation expects images of shape [N, C, H, W], not rank " +
-                                std::to_string(images.defined() ? images.dim() : 0));
-  }
-  if (!images.is_floating_point())
-    throw std::invalid_argument("augmentation expects floating-point images in [0, 1]");
-  if (images.size(1) < 1 || images.size(2) < 1 || images.size(3) < 1)
-    throw std::invalid_argument("augmentation expects images with at least one channel and pixel");
-}
-
-int imageSide(std::int64_t size) {
-  if (size > std::numeric_limits<int>::max())
-    throw std::invalid_argument("augmentation: image side " + std::to_string(size) + " is too large");
-  return static_cast<int>(size);
 }
 
 // Fields by JSON name, for toJson / fromJson.
@@ -271,11 +181,13 @@ void AugmentConfig::validate() const {
   requireRange("scaleMin", scaleMin, std::numeric_limits<double>::min(), 1.0);
   requireRange("scaleMax", scaleMax, std::numeric_limits<double>::min(), 1.0);
   if (scaleMin > scaleMax)
-    invalid("scaleMin", "(" + text(scaleMin) + ") must not exceed scaleMax (" + text(scaleMax) + ")");
+    invalid("scaleMin",
+            "(" + numberText(scaleMin) + ") must not exceed scaleMax (" + numberText(scaleMax) + ")");
   requireRange("ratioMin", ratioMin, std::numeric_limits<double>::min(), std::numeric_limits<double>::max());
   requireRange("ratioMax", ratioMax, std::numeric_limits<double>::min(), std::numeric_limits<double>::max());
   if (ratioMin > ratioMax)
-    invalid("ratioMin", "(" + text(ratioMin) + ") must not exceed ratioMax (" + text(ratioMax) + ")");
+    invalid("ratioMin",
+            "(" + numberText(ratioMin) + ") must not exceed ratioMax (" + numberText(ratioMax) + ")");
   requireProbability("flipProbability", flipProbability);
   requireRange("maxRotationDegrees", maxRotationDegrees, 0.0, 180.0);
   requireRange("brightness", brightness, 0.0, 1.0);
@@ -285,8 +197,8 @@ void AugmentConfig::validate() const {
   requireRange("blurSigmaMin", blurSigmaMin, 0.0, std::numeric_limits<double>::max());
   requireRange("blurSigmaMax", blurSigmaMax, 0.0, std::numeric_limits<double>::max());
   if (blurSigmaMin > blurSigmaMax) {
-    invalid("blurSigmaMin",
-            "(" + text(blurSigmaMin) + ") must not exceed blurSigmaMax (" + text(blurSigmaMax) + ")");
+    invalid("blurSigmaMin", "(" + numberText(blurSigmaMin) + ") must not exceed blurSigmaMax (" +
+                                numberText(blurSigmaMax) + ")");
   }
 }
 
@@ -395,8 +307,9 @@ Augmenter::Augmenter(AugmentConfig config) : config_(std::move(config)) {
 }
 
 torch::Tensor Augmenter::operator()(const torch::Tensor& images, std::mt19937_64& rng) const {
-  checkImages(images);
-  return apply(images, drawParams(images.size(0), imageSide(images.size(2)), imageSide(images.size(3)), rng));
+  detail::checkImageBatch(images, "augmentation");
+  return apply(images, drawParams(images.size(0), detail::imageSide(images.size(2), "augmentation"),
+                                  detail::imageSide(images.size(3), "augmentation"), rng));
 }
 
 ViewParams Augmenter::drawParams(std::int64_t batchSize, int inputHeight, int inputWidth,
@@ -439,7 +352,7 @@ ViewParams Augmenter::drawParams(std::int64_t batchSize, int inputHeight, int in
 }
 
 torch::Tensor Augmenter::apply(const torch::Tensor& images, const ViewParams& params) const {
-  checkImages(images);
+  detail::checkImageBatch(images, "augmentation");
   const std::int64_t count = images.size(0);
   const std::vector<torch::Tensor> perSampleParams = {params.cropBox,    params.flip,     params.angleDegrees,
                                                       params.brightness, params.contrast, params.blurSigma};
@@ -458,7 +371,7 @@ torch::Tensor Augmenter::apply(const torch::Tensor& images, const ViewParams& pa
     return torch::empty({0, images.size(1), size, size}, images.options());
   torch::Tensor views = resample(images, params, size);
   views = adjustIntensity(views, params);
-  return blur(views, params.blurSigma);
+  return detail::gaussianBlur(views, params.blurSigma);
 }
 
 }  // namespace comcl::training
