@@ -348,6 +348,12 @@ torch::Tensor infoNceReweighted(const torch::Tensor& lPos, const torch::Tensor& 
   const torch::Tensor logEasy =
       torch::where(degenerate, torch::zeros_like(r), torch::log((1 - target) / (1 - safeR)));
   const torch::Tensor logWeights = torch::where(hardMask, logHard.expand_as(lNeg), logEasy.expand_as(lNeg));
+  return infoNceLogWeighted(lPos, lNeg, logWeights, temperature);
+}
+
+torch::Tensor infoNceLogWeighted(const torch::Tensor& lPos, const torch::Tensor& lNeg,
+                                 const torch::Tensor& logWeights, double temperature) {
+  // logsumexp subtracts the row maximum first, so large logits (small T) do not overflow.
   const torch::Tensor pos = lPos.unsqueeze(1) / temperature;
   const torch::Tensor logits = torch::cat({pos, lNeg / temperature + logWeights}, 1);
   return (torch::logsumexp(logits, 1) - pos.squeeze(1)).mean();

@@ -119,5 +119,10 @@ torch::Tensor infoNceMasked(const torch::Tensor& lPos, const torch::Tensor& lNeg
                             const torch::Tensor& keepMask, double temperature);
 torch::Tensor infoNceReweighted(const torch::Tensor& lPos, const torch::Tensor& lNeg,
                                 const torch::Tensor& hardMask, double target, double temperature);
+// The general weighted form (infoNceReweighted and CoMCL's loss use it): loss = -lPos/T + log(exp(lPos/T) +
+// sum_j exp(lNeg_j/T + logWeights_j)), i.e. negative j weighs w_j = exp(logWeights_j); -inf drops a key,
+// 0 everywhere gives infoNce's value. logWeights [N, K] (or broadcastable) is used as given.
+torch::Tensor infoNceLogWeighted(const torch::Tensor& lPos, const torch::Tensor& lNeg,
+                                 const torch::Tensor& logWeights, double temperature);
 
 }  // namespace comcl::training
