@@ -22,7 +22,9 @@ usage (Debian's python3-torch 1.13 and python3-torchvision 0.14, so /usr/bin/pyt
   /usr/bin/python3 bench/training/moco_step.py --manifest ../shared/data/mhh_covid_cxr/manifest.csv \
       [--manifest ../shared/data/covid_chestxray_subset/manifest.csv] --image-size 64 --batch-size 32 \
       --steps 16 [--warmup 3] [--workers 1] [--queue-size 256] [--threads N] [--seed 0]
-bench/training/run_train_bench.sh runs it beside `comcl pretrain` with the same settings.
+bench/training/run_train_bench.sh runs it beside `comcl pretrain` with the same settings on the CPU;
+bench/training/run_gpu_bench.sh on a CUDA machine (--device cuda --precision fp32/bf16/fp16, --comcl-db DB reads
+the images from a comcl image cache, --synthetic times the step on a batch already on the GPU).
 """
 
 import argparse
@@ -30,6 +32,7 @@ import copy
 import csv
 import json
 import os
+import sqlite3
 import sys
 import time
 
@@ -65,6 +68,34 @@ class ManifestImages(torch.utils.data.Dataset):
     def __getitem__(self, index):
         with Image.open(self.files[index]) as image:
             grey = self.to_cache(image.convert("L"))
+        return self.view(grey), self.view(grey)
+
+
+class CacheImages(torch.utils.data.Dataset):
+    """The decoded images of a comcl index, read straight from its image cache (DB + ".images"): the bytes
+    `comcl pretrain` reads, without PNG decoding (used where the PNG files are not at hand, e.g. a GPU machine).
+    Layout (storage/src/image_cache.cpp): a 4096-byte file header whose u64 at offset 24 is the slot stride,
+    then slots of a 32-byte header and size x size 8-bit pixels."""
+
+    def __init__(self, db, view_transform):
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+            self.slots = [row[0] for row in connection.execute(
+                "SELECT cache_slot FROM instances WHERE cache_slot IS NOT NULL ORDER BY id")]
+        if not self.slots:
+            raise SystemExit(f"no cached images in {db}")
+        self.path = db + ".images"
+        with open(self.path, "rb") as f:
+            header = f.read(32)
+        self.stride = int.from_bytes(header[24:32], "little")
+        self.view = view_transform
+
+    def __len__(self):
+        return len(self.slots)
+
+    def __getitem__(self, index):
+        with open(self.path, "rb") as f:
+            f.seek(4096 + self.slots[index] * self.stride + 32)
+            grey = Image.frombytes("L", (CACHE_SIZE, CACHE_SIZE), f.read(CACHE_SIZE * CACHE_SIZE))
         return self.view(grey), self.view(grey)
 
 
@@ -110,7 +141,7 @@ class MoCo(nn.Module):
     def _enqueue(self, keys):
         n, size = keys.shape[0], self.queue.shape[1]
         ptr = int(self.queue_ptr)
-        idx = (torch.arange(n) + ptr) % size
+        idx = (torch.arange(n, device=keys.device) + ptr) % size
         self.queue[:, idx] = keys.T
         self.queue_ptr[0] = (ptr + n) % size
 
@@ -120,21 +151,27 @@ class MoCo(nn.Module):
         q = F.normalize(q, dim=1)
         with torch.no_grad():
             self._momentum_update()
-            shuffle = torch.randperm(im_k.shape[0])
+            shuffle = torch.randperm(im_k.shape[0], device=im_k.device)
             k = torch.cat([self.encoder_k(chunk) for chunk in im_k[shuffle].chunk(groups)])
             k = F.normalize(k, dim=1)[torch.argsort(shuffle)]
         l_pos = torch.einsum("nc,nc->n", q, k).unsqueeze(-1)
         l_neg = torch.einsum("nc,ck->nk", q, self.queue.clone().detach())
         logits = torch.cat([l_pos, l_neg], dim=1) / self.t
-        labels = torch.zeros(logits.shape[0], dtype=torch.long)
-        loss = F.cross_entropy(logits, labels)
+        labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+        loss = F.cross_entropy(logits.float(), labels)
         self._enqueue(k)
         return loss
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--manifest", action="append", required=True, help="manifest.csv (repeatable)")
+    ap.add_argument("--manifest", action="append", help="manifest.csv (repeatable)")
+    ap.add_argument("--comcl-db", help="read the images from this comcl index's image cache instead")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                    help="CUDA autocast dtype (fp16 with a gradient scaler)")
+    ap.add_argument("--synthetic", action="store_true",
+                    help="no data path: one random batch already on the device (the compute-only ceiling)")
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--steps", type=int, default=20, help="timed steps")
@@ -148,22 +185,39 @@ def main():
     args = ap.parse_args()
     if args.batch_size < 2 or args.steps < 1 or args.warmup < 0 or args.workers < 0:
         ap.error("need --batch-size >= 2, --steps >= 1, --warmup >= 0, --workers >= 0")
+    if not args.manifest and not args.comcl_db:
+        ap.error("give --manifest or --comcl-db")
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
+    if autocast_dtype is not None and device.type != "cuda":
+        ap.error("--precision bf16/fp16 needs a CUDA device")
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    data = ManifestImages(args.manifest, view_transform(args.image_size, args.rotation))
+    transform = view_transform(args.image_size, args.rotation)
+    data = CacheImages(args.comcl_db, transform) if args.comcl_db else ManifestImages(args.manifest, transform)
     if len(data) < args.batch_size:
         ap.error(f"only {len(data)} images for batch size {args.batch_size}")
     loader = torch.utils.data.DataLoader(data, batch_size=args.batch_size, shuffle=True, drop_last=True,
-                                         num_workers=args.workers, persistent_workers=args.workers > 0)
-    model = MoCo(queue_size=args.queue_size)
+                                         num_workers=args.workers, persistent_workers=args.workers > 0,
+                                         pin_memory=device.type == "cuda")
+    model = MoCo(queue_size=args.queue_size).to(device)
     model.train()
     optimizer = torch.optim.Adam(model.encoder_q.parameters(), lr=1e-4, weight_decay=1e-4)
+    scaler = torch.cuda.amp.GradScaler(enabled=args.precision == "fp16")
+    fixed = None
+    if args.synthetic:
+        shape = (args.batch_size, 1, args.image_size, args.image_size)
+        fixed = (torch.rand(shape, device=device), torch.rand(shape, device=device))
 
     batches = iter(loader)
 
     def next_batch():
         nonlocal batches
+        if fixed is not None:
+            return fixed
         try:
             return next(batches)
         except StopIteration:  # repeat the data set as often as needed
@@ -173,11 +227,18 @@ def main():
     def step():
         wait_start = time.perf_counter()
         im_q, im_k = next_batch()
+        im_q = im_q.to(device, non_blocking=True)
+        im_k = im_k.to(device, non_blocking=True)
         waited = time.perf_counter() - wait_start
-        loss = model(im_q, im_k)
+        if autocast_dtype is None:
+            loss = model(im_q, im_k)
+        else:
+            with torch.autocast(device.type, dtype=autocast_dtype):
+                loss = model(im_q, im_k)
         optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         return waited, loss.item()
 
     for _ in range(args.warmup):
@@ -205,6 +266,9 @@ def main():
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "threads": torch.get_num_threads(),
+        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        "precision": args.precision,
+        "data": "synthetic (on the device)" if args.synthetic else ("comcl cache" if args.comcl_db else "PNG"),
     }), flush=True)
 
 

@@ -137,7 +137,7 @@ run_cpp() {
   images=$(sed -n 's/^pre-training .* on \([0-9][0-9]*\) images of .*/\1/p' "$out" | head -1)
   py_queue=$(sed -n 's/.*, queue \([0-9][0-9]*\),.*/\1/p' "$out" | head -1)
   cpp_ips=$(sed -n 's/.* \([0-9.][0-9.]*\) images\/s (data path waited.*/\1/p' "$out" | tail -1)
-  cpp_wait=$(sed -n 's/.*(data path waited \([0-9.][0-9.]*\) % of the time).*/\1/p' "$out" | tail -1)
+  cpp_wait=$(sed -n 's/.*(data path waited \([0-9.][0-9.]*\) % of the time.*/\1/p' "$out" | tail -1)
   if [ -z "$images" ] || [ -z "$cpp_ips" ] || [ -z "$cpp_wait" ] || [ -z "$py_queue" ]; then
     echo "could not read comcl's output ($out):" >&2
     cat "$out" >&2
