@@ -171,6 +171,11 @@ struct PretrainOptions {
   bool quiet = false;
   std::string monitorLabel;  // empty: no k-NN monitor
   int monitorK = 20;
+  // comcl
+  std::string lesionLabel;
+  std::string lesionSource = "none";
+  std::vector<std::string> ablations;
+  double patchFraction = 0.25;
 };
 
 class ProgressLine {
@@ -238,8 +243,28 @@ PretrainConfig pretrainConfigFrom(const PretrainOptions& o, const CLI::App& comm
     c.batchSize = o.batchSize;
   if (given("--queue-size") || o.configFile.empty())
     c.moco.queueSize = o.queueSize;
-  if (given("--temperature"))
+  if (given("--temperature")) {
     c.moco.temperature = o.temperature;
+    c.comcl.loss.temperature = o.temperature;  // CoMCL's terms (the two must agree)
+  }
+  if (given("--patch-fraction"))
+    c.comcl.views.patchFraction = o.patchFraction;
+  for (const std::string& ablation : o.ablations) {
+    if (ablation == "no-lesion-term")
+      c.comcl.loss.lesionTerm = false;
+    else if (ablation == "no-quality-term")
+      c.comcl.loss.qualityTerm = false;
+    else if (ablation == "no-image-term")
+      c.comcl.loss.imageTerm = false;
+    else if (ablation == "no-spl")
+      c.comcl.loss.beta = 0;
+    else if (ablation == "fixed-top-k")
+      c.comcl.loss.hardNegatives = HardNegativeMode::FixedTopK;
+    else
+      throw std::invalid_argument(
+          "unknown --ablation \"" + ablation +
+          "\"; accepted: no-lesion-term, no-quality-term, no-image-term, no-spl, fixed-top-k");
+  }
   if (given("--momentum"))
     c.moco.momentum = o.momentum;
   if (given("--lr"))
@@ -270,6 +295,27 @@ int runPretrain(const PretrainOptions& o, const CLI::App& command) {
     std::cerr << "note: queue size " << config.moco.queueSize << " exceeds the " << images
               << " images; using " << fitted << " (about half the images)\n";
     config.moco.queueSize = fitted;
+  }
+  ComclRoles roles;
+  if (config.method == "comcl") {
+    if (o.lesionLabel.empty())
+      throw std::invalid_argument(
+          "--method comcl needs --lesion-label (the finding whose positive images are lesion images)");
+    if (o.lesionSource != "none")
+      throw std::invalid_argument("--lesion-source " + o.lesionSource +
+                                  " is not available in this build; use none");
+    // Only training patients' labels choose roles: the stored split keeps evaluation patients out.
+    const auto split = ensurePatientSplit(*data.index, data.set, SplitConfig{});
+    roles = comclRolesFromLabels(data.set, o.lesionLabel, &split);
+    roles.validate(data.set.size());
+    const ComclPlanner planner(data.set, roles, config.comcl.views, config.batchSize);
+    std::cout << "CoMCL roles (" << o.lesionLabel << ", training patients): " << roles.lesionImages.size()
+              << " lesion images (" << planner.lesionHighQuality() << " high / " << planner.lesionLowQuality()
+              << " real low quality), " << roles.healthyImages.size() << " healthy images ("
+              << planner.healthyHighQuality() << " high / " << planner.healthyLowQuality()
+              << " real low quality); lesion boxes: " << o.lesionSource << "\n";
+    if (planner.healthyLowQuality() == 0)
+      std::cout << "  no real low-quality healthy image: every low-quality view is a synthetic degradation\n";
   }
   const PairStatistics pairs = PositiveSampler(data.set, config.pairs).statistics();
   std::cout << "pre-training " << config.method << " (" << config.pairs.toString() << ", negatives "
@@ -304,7 +350,7 @@ int runPretrain(const PretrainOptions& o, const CLI::App& command) {
       return value;
     };
   }
-  Pretrainer trainer(data.set, *data.cache, config, o.run);
+  Pretrainer trainer(data.set, *data.cache, config, o.run, roles);
   ProgressLine progress(o.quiet);
   InterruptToCancel interrupts;
   const auto started = std::chrono::steady_clock::now();
@@ -319,7 +365,8 @@ int runPretrain(const PretrainOptions& o, const CLI::App& command) {
   std::cout << (result.resumed ? "resumed and finished" : "finished") << " in " << duration(seconds) << " on "
             << result.device << ": " << std::fixed << std::setprecision(1) << result.imagesPerSecond
             << " images/s (data path waited " << std::setprecision(1) << 100 * result.dataWaitShare
-            << " % of the time)\n  loss per epoch:";
+            << " % of the time; " << result.imagesPerSecondAfterFirstStep
+            << " images/s after the first step)\n  loss per epoch:";
   for (double l : result.epochLosses)
     std::cout << " " << std::setprecision(4) << l;
   if (!result.monitor.empty()) {
@@ -499,8 +546,19 @@ void addTrainingCommands(CLI::App& app, std::vector<Command>& commands) {
   addDataOptions(pretrain, pre.data);
   pretrain->add_option("--run", pre.run, "Run directory (checkpoints, encoder); an existing one is resumed")
       ->required();
-  pretrain->add_option("--method", pre.method, "moco (instance pairs) or medaug (metadata pairs)")
-      ->check(CLI::IsMember({"moco", "medaug"}))
+  pretrain->add_option("--lesion-label", pre.lesionLabel,
+                       "comcl: the finding whose positive images are lesion images (0: healthy images)");
+  pretrain
+      ->add_option("--lesion-source", pre.lesionSource,
+                   "comcl: where lesion boxes come from (none: lesion patches at random positions)")
+      ->capture_default_str();
+  pretrain->add_option(
+      "--ablation", pre.ablations,
+      "comcl: no-lesion-term, no-quality-term, no-image-term, no-spl, fixed-top-k (repeatable)");
+  pretrain->add_option("--patch-fraction", pre.patchFraction, "comcl: patch window side / image side")
+      ->check(CLI::Range(0.01, 1.0));
+  pretrain->add_option("--method", pre.method, "moco (instance pairs), medaug (metadata pairs) or comcl")
+      ->check(CLI::IsMember({"moco", "medaug", "comcl"}))
       ->capture_default_str();
   pretrain->add_option("--strategy", pre.strategy,
                        "MedAug pairs, e.g. same-patient/same-study/all-lateralities (default for medaug)");

@@ -157,19 +157,7 @@ MocoImpl::MocoImpl(MocoConfig config) : config_(std::move(config)) {
                                                            config_.projectionDim, config_.mlpHead));
   key_ = register_module("encoder_k", ContrastiveEncoder(config_.architecture, config_.channels,
                                                          config_.projectionDim, config_.mlpHead));
-  {
-    torch::NoGradGuard noGrad;
-    const auto qParams = query_->parameters();
-    const auto kParams = key_->parameters();
-    for (std::size_t i = 0; i < qParams.size(); ++i) {
-      kParams[i].copy_(qParams[i]);
-      kParams[i].set_requires_grad(false);
-    }
-    const auto qBuffers = query_->buffers();
-    const auto kBuffers = key_->buffers();
-    for (std::size_t i = 0; i < qBuffers.size(); ++i)
-      kBuffers[i].copy_(qBuffers[i]);
-  }
+  copyToKeyEncoder(query_, key_);
   // Random unit vectors until real keys replace them (as MoCo does).
   queue_ = register_buffer("queue", normalised(torch::randn({config_.queueSize, config_.projectionDim})));
   queueMeta_ = register_buffer("queue_meta", torch::full({config_.queueSize, 3}, -1, torch::kLong));
@@ -299,13 +287,31 @@ torch::Tensor MocoImpl::lossFor(const torch::Tensor& q, const torch::Tensor& lPo
   return total / static_cast<double>(q.size(0));
 }
 
+void copyToKeyEncoder(ContrastiveEncoder& query, ContrastiveEncoder& key) {
+  torch::NoGradGuard noGrad;
+  const auto qParams = query->parameters();
+  const auto kParams = key->parameters();
+  for (std::size_t i = 0; i < qParams.size(); ++i) {
+    kParams[i].copy_(qParams[i]);
+    kParams[i].set_requires_grad(false);
+  }
+  const auto qBuffers = query->buffers();
+  const auto kBuffers = key->buffers();
+  for (std::size_t i = 0; i < qBuffers.size(); ++i)
+    kBuffers[i].copy_(qBuffers[i]);
+}
+
+void momentumUpdate(ContrastiveEncoder& query, ContrastiveEncoder& key, double momentum) {
+  torch::NoGradGuard noGrad;
+  const auto qParams = query->parameters();
+  const auto kParams = key->parameters();
+  for (std::size_t i = 0; i < qParams.size(); ++i)
+    kParams[i].mul_(momentum).add_(qParams[i].detach(), 1.0 - momentum);
+}
+
 void MocoImpl::afterStep() {
   torch::NoGradGuard noGrad;
-  const double m = config_.momentum;
-  const auto qParams = query_->parameters();
-  const auto kParams = key_->parameters();
-  for (std::size_t i = 0; i < qParams.size(); ++i)
-    kParams[i].mul_(m).add_(qParams[i].detach(), 1.0 - m);
+  momentumUpdate(query_, key_, config_.momentum);
   if (!pendingKeys_.defined())
     return;
   const std::int64_t capacity = config_.queueSize;

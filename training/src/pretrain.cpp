@@ -1,5 +1,6 @@
 #include "comcl/training/pretrain.h"
 
+#include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
 #include <torch/serialize/input-archive.h>
@@ -19,28 +20,29 @@
 #include "comcl/training/heap_retention.h"
 #include "comcl/training/loader.h"
 #include "comcl/training/model_io.h"
+#include "comcl/training/stable_hash.h"
 #include "comcl/training/tensor_batch.h"
+#include "pretrain_method.h"
 
 namespace comcl::training {
 
 namespace fs = std::filesystem;
 
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
-[[noreturn]] void invalid(const std::string& field, const std::string& why) {
-  throw std::invalid_argument("pretrain." + field + " " + why);
-}
-
-// An independent generator for each (seed, epoch, step, purpose): what a step draws never depends on how
-// many draws earlier steps made, so resuming mid-run reproduces the uninterrupted run.
-std::mt19937_64 streamFor(std::uint64_t seed, std::int64_t epoch, std::int64_t step, std::uint32_t purpose) {
+std::mt19937_64 detail::streamFor(std::uint64_t seed, std::int64_t epoch, std::int64_t step,
+                                  std::uint32_t purpose) {
   std::seed_seq sequence{static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32),
                          static_cast<std::uint32_t>(epoch), static_cast<std::uint32_t>(step), purpose};
   return std::mt19937_64(sequence);
 }
-enum Purpose : std::uint32_t { kEpochPlan = 1, kQueryView = 2, kKeyView = 3, kModel = 4 };
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using detail::streamFor;
+
+[[noreturn]] void invalid(const std::string& field, const std::string& why) {
+  throw std::invalid_argument("pretrain." + field + " " + why);
+}
 
 std::int64_t lateralityCode(Laterality laterality) {
   switch (laterality) {
@@ -60,8 +62,8 @@ struct EpochPlan {
   std::vector<int> positives;
 };
 
-EpochPlan planEpoch(const PositiveSampler& sampler, std::size_t images, std::uint64_t seed, int epoch) {
-  std::mt19937_64 rng = streamFor(seed, epoch, 0, kEpochPlan);
+EpochPlan planMocoEpoch(const PositiveSampler& sampler, std::size_t images, std::uint64_t seed, int epoch) {
+  std::mt19937_64 rng = streamFor(seed, epoch, 0, detail::kEpochPlan);
   EpochPlan plan;
   plan.queries.resize(images);
   std::iota(plan.queries.begin(), plan.queries.end(), 0);
@@ -71,13 +73,6 @@ EpochPlan planEpoch(const PositiveSampler& sampler, std::size_t images, std::uin
     plan.positives.push_back(sampler.sample(query, rng));  // resampled every epoch (MedAug)
   return plan;
 }
-
-struct StepBatch {
-  torch::Tensor queryImages;  // [B, 1, S, S] float [0, 1], CPU (pinned for CUDA)
-  torch::Tensor keyImages;
-  KeyMetadata queryMeta;
-  KeyMetadata keyMeta;
-};
 
 KeyMetadata metadataOf(const TrainingSet& set, const std::vector<int>& images) {
   std::vector<std::int64_t> patient, study, laterality;
@@ -99,41 +94,6 @@ torch::Tensor readImages(const TrainingSet& set, const storage::ImageCache& cach
     refs.push_back(set.images()[static_cast<std::size_t>(i)].cached);
   return loadHostBatch(cache, refs, pin);
 }
-
-KeyMetadata toDevice(const KeyMetadata& meta, torch::Device device) {
-  return {meta.patient.to(device, true), meta.study.to(device, true), meta.laterality.to(device, true)};
-}
-
-// Autocast for CUDA in the scope of one forward pass. LibTorch 2.4 renamed the calls (device-type argument).
-class CudaAutocast {
- public:
-  CudaAutocast(bool enabled, at::ScalarType dtype) : enabled_(enabled) {
-    if (!enabled_)
-      return;
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-    at::autocast::set_autocast_dtype(at::kCUDA, dtype);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-#else
-    at::autocast::set_autocast_gpu_dtype(dtype);
-    at::autocast::set_enabled(true);
-#endif
-  }
-  ~CudaAutocast() {
-    if (!enabled_)
-      return;
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-    at::autocast::set_autocast_enabled(at::kCUDA, false);
-#else
-    at::autocast::set_enabled(false);
-#endif
-    at::autocast::clear_cache();
-  }
-  CudaAutocast(const CudaAutocast&) = delete;
-  CudaAutocast& operator=(const CudaAutocast&) = delete;
-
- private:
-  bool enabled_;
-};
 
 // Dynamic loss scaling for fp16 (LibTorch's C++ API has no GradScaler): the loss is multiplied by `scale`
 // before backward; a step whose gradients hold inf/NaN is skipped and halves the scale; 2000 clean steps
@@ -207,11 +167,11 @@ struct Position {
   std::vector<double> monitor;
 };
 
-void saveCheckpoint(const std::string& path, Moco& model, torch::optim::Optimizer& optimizer,
+void saveCheckpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
                     const Position& p) {
   torch::serialize::OutputArchive archive;
   torch::serialize::OutputArchive modelArchive, optimizerArchive;
-  writeState(modelArchive, *model);
+  writeState(modelArchive, model);
   optimizer.save(optimizerArchive);
   archive.write("model", modelArchive);
   archive.write("optimizer", optimizerArchive);
@@ -227,7 +187,7 @@ std::vector<double> toVector(const torch::Tensor& t) {
   return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
 }
 
-Position loadCheckpoint(const std::string& path, Moco& model, torch::optim::Optimizer& optimizer,
+Position loadCheckpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
                         torch::Device device) {
   torch::serialize::InputArchive archive;
   try {
@@ -241,7 +201,7 @@ Position loadCheckpoint(const std::string& path, Moco& model, torch::optim::Opti
   try {
     torch::serialize::InputArchive modelArchive, optimizerArchive;
     archive.read("model", modelArchive);
-    readStateStrict(modelArchive, *model);
+    readStateStrict(modelArchive, model);
     archive.read("optimizer", optimizerArchive);
     optimizer.load(optimizerArchive);
     torch::Tensor position, lossSum, losses, monitor;
@@ -279,6 +239,8 @@ class Throughput {
     totalSeconds_ += seconds;
     totalWait_ += waitSeconds;
     totalImages_ += images;
+    if (steps_++ == 0)
+      firstStepSeconds_ = seconds;
   }
   double recentImagesPerSecond() const { return rate(window_); }
   double recentWaitShare() const {
@@ -291,6 +253,14 @@ class Throughput {
   }
   double totalImagesPerSecond() const { return totalSeconds_ > 0 ? totalImages_ / totalSeconds_ : 0; }
   double totalWaitShare() const { return totalSeconds_ > 0 ? totalWait_ / totalSeconds_ : 0; }
+  // Without the first step, which carries one-off costs (CUDA context, cuDNN's algorithm search): the
+  // steady rate a long run approaches. 0 until two steps were timed.
+  double afterFirstStepImagesPerSecond() const {
+    const double seconds = totalSeconds_ - firstStepSeconds_;
+    return steps_ > 1 && seconds > 0
+               ? totalImages_ * static_cast<double>(steps_ - 1) / static_cast<double>(steps_) / seconds
+               : 0;
+  }
 
  private:
   struct Sample {
@@ -306,8 +276,81 @@ class Throughput {
     return time > 0 ? images / time : 0;
   }
   std::deque<Sample> window_;
-  double totalSeconds_ = 0, totalWait_ = 0, totalImages_ = 0;
+  double totalSeconds_ = 0, totalWait_ = 0, totalImages_ = 0, firstStepSeconds_ = 0;
+  std::int64_t steps_ = 0;
 };
+
+// MoCo v2 and MedAug: a query view and a key view per image (the key from the positive MedAug chose).
+class MocoMethod final : public detail::PretrainMethod {
+ public:
+  MocoMethod(const TrainingSet& set, const storage::ImageCache& cache, const PretrainConfig& config)
+      : set_(set),
+        cache_(cache),
+        config_(config),
+        model_(config.moco),
+        sampler_(set, config.pairs),
+        augment_(config.augment) {}
+
+  torch::nn::Module& module() override { return *model_; }
+  std::vector<torch::Tensor> trainableParameters() override { return model_->queryEncoder()->parameters(); }
+  ResNet& backbone() override { return model_->queryEncoder()->backbone(); }
+  std::int64_t stepsPerEpoch() const override {
+    return static_cast<std::int64_t>(set_.size()) / config_.batchSize;  // the last partial batch is dropped
+  }
+  std::int64_t imagesPerStep() const override { return config_.batchSize; }
+  void planEpoch(std::int64_t epoch) override {
+    plan_ = planMocoEpoch(sampler_, set_.size(), config_.seed, static_cast<int>(epoch));
+  }
+  detail::HostBatch load(std::int64_t step, bool pin) const override {
+    const auto batch = static_cast<std::ptrdiff_t>(config_.batchSize);
+    const auto begin = static_cast<std::ptrdiff_t>(step) * batch;
+    const std::vector<int> queries(plan_.queries.begin() + begin, plan_.queries.begin() + begin + batch);
+    const std::vector<int> keys(plan_.positives.begin() + begin, plan_.positives.begin() + begin + batch);
+    const KeyMetadata q = metadataOf(set_, queries), k = metadataOf(set_, keys);
+    return {{readImages(set_, cache_, queries, pin), readImages(set_, cache_, keys, pin), q.patient, q.study,
+             q.laterality, k.patient, k.study, k.laterality}};
+  }
+  torch::Tensor forward(const detail::HostBatch& batch, const detail::StepContext& c) override {
+    const std::vector<torch::Tensor>& t = batch.tensors;
+    std::mt19937_64 queryRng = streamFor(c.seed, c.epoch, c.step, detail::kQueryView);
+    std::mt19937_64 keyRng = streamFor(c.seed, c.epoch, c.step, detail::kKeyView);
+    std::mt19937_64 modelRng = streamFor(c.seed, c.epoch, c.step, detail::kModel);
+    const torch::Tensor queries =
+        (augment_(t[0].to(c.device, true), queryRng) - config_.mean) / config_.stddev;
+    const torch::Tensor keys = (augment_(t[1].to(c.device, true), keyRng) - config_.mean) / config_.stddev;
+    const KeyMetadata queryMeta{t[2].to(c.device, true), t[3].to(c.device, true), t[4].to(c.device, true)};
+    const KeyMetadata keyMeta{t[5].to(c.device, true), t[6].to(c.device, true), t[7].to(c.device, true)};
+    detail::CudaAutocast autocast(c.autocast, c.autocastType);
+    return model_->forward(queries, keys, queryMeta, keyMeta, modelRng).loss;
+  }
+  void afterStep() override { model_->afterStep(); }
+  nlohmann::json encoderDetails() const override { return {{"pairs", config_.pairs.toString()}}; }
+
+ private:
+  const TrainingSet& set_;
+  const storage::ImageCache& cache_;
+  const PretrainConfig& config_;
+  Moco model_;
+  PositiveSampler sampler_;
+  Augmenter augment_;
+  EpochPlan plan_;
+};
+
+// A short id of CoMCL's roles and boxes, so that a resumed run checks it trains on the same ones.
+std::string rolesId(const ComclRoles& roles) {
+  StableHash hash;
+  for (int i : roles.lesionImages)
+    hash.add("l" + std::to_string(i));
+  for (int i : roles.healthyImages)
+    hash.add("h" + std::to_string(i));
+  for (std::size_t i = 0; i < roles.boxes.size(); ++i) {
+    for (const PatchBox& b : roles.boxes[i]) {
+      hash.add(std::to_string(i) + ":" + std::to_string(b.x0) + "," + std::to_string(b.y0) + "," +
+               std::to_string(b.x1) + "," + std::to_string(b.y1));
+    }
+  }
+  return hash.id("roles");
+}
 
 }  // namespace
 
@@ -320,18 +363,66 @@ PretrainConfig PretrainConfig::forMethod(const std::string& method, int imageSiz
   } else if (method == "medaug") {
     config.pairs = PairStrategy::parse("same-patient/same-study/all-lateralities");
     config.augment = medAugAugment(imageSize);
+  } else if (method == "comcl") {
+    config.pairs = PairStrategy::parse("instance");
+    config.augment = comclAugment(imageSize);
+    config.moco.temperature = config.comcl.loss.temperature;  // 0.07
+    config.moco.queueSize = 7200;                             // the healthy queue K
+    config.moco.bnGroups = 1;
+    config.optim.optimizer = "sgd";
+    config.optim.learningRate = 0.02;
+    config.optim.momentum = 0.9;
+    config.optim.weightDecay = 5e-4;
+    config.optim.schedule = "cosine";
   } else {
-    invalid("method", "must be moco or medaug, not \"" + method + "\"");
+    invalid("method", "must be moco, medaug or comcl, not \"" + method + "\"");
   }
   return config;
 }
 
+void ComclConfig::validate() const {
+  loss.validate();
+  views.validate();
+  if (imageQueueSize < 1)
+    invalid("comcl.imageQueueSize", "must be at least 1, not " + std::to_string(imageQueueSize));
+}
+
+nlohmann::json ComclConfig::toJson() const {
+  return {{"loss", loss.toJson()}, {"views", views.toJson()}, {"imageQueueSize", imageQueueSize}};
+}
+
+ComclConfig ComclConfig::fromJson(const nlohmann::json& json) {
+  if (!json.is_object())
+    throw std::invalid_argument("pretrain.comcl must be a JSON object");
+  ComclConfig c;
+  for (const auto& [key, value] : json.items()) {
+    if (key == "loss")
+      c.loss = ComclLossConfig::fromJson(value);
+    else if (key == "views")
+      c.views = ComclViewConfig::fromJson(value);
+    else if (key == "imageQueueSize")
+      c.imageQueueSize = value.get<int>();
+    else
+      throw std::invalid_argument("pretrain.comcl: unknown key \"" + key + "\"");
+  }
+  c.validate();
+  return c;
+}
+
 void PretrainConfig::validate() const {
-  if (method != "moco" && method != "medaug")
-    invalid("method", "must be moco or medaug, not \"" + method + "\"");
-  if (method == "moco" && pairs.samePatient)
-    invalid("pairs",
-            "must be \"instance\" for moco (MoCo v2 pairs two views of one image); use --method medaug");
+  if (method != "moco" && method != "medaug" && method != "comcl")
+    invalid("method", "must be moco, medaug or comcl, not \"" + method + "\"");
+  if (method == "comcl") {
+    comcl.validate();
+    if (moco.temperature != comcl.loss.temperature) {
+      invalid("moco.temperature", "must equal comcl.loss.temperature for comcl (" +
+                                      std::to_string(comcl.loss.temperature) + "), not " +
+                                      std::to_string(moco.temperature));
+    }
+  }
+  if (method != "medaug" && pairs.samePatient)
+    invalid("pairs", "must be \"instance\" for " + method +
+                         " (its positives are views of one image); use --method medaug for metadata pairs");
   if (method == "medaug" && !pairs.samePatient)
     invalid("pairs", "must be a same-patient strategy for medaug; use --method moco for instance pairs");
   moco.validate();
@@ -356,21 +447,24 @@ void PretrainConfig::validate() const {
 }
 
 nlohmann::json PretrainConfig::toJson() const {
-  return {{"method", method},
-          {"pairs", pairs.toString()},
-          {"moco", moco.toJson()},
-          {"augment", augment.toJson()},
-          {"optim", optim.toJson()},
-          {"epochs", epochs},
-          {"batchSize", batchSize},
-          {"seed", seed},
-          {"device", device},
-          {"precision", precision},
-          {"loaderThreads", loaderThreads},
-          {"prefetchDepth", prefetchDepth},
-          {"checkpointEverySteps", checkpointEverySteps},
-          {"mean", mean},
-          {"stddev", stddev}};
+  nlohmann::json json = {{"method", method},
+                         {"pairs", pairs.toString()},
+                         {"moco", moco.toJson()},
+                         {"augment", augment.toJson()},
+                         {"optim", optim.toJson()},
+                         {"epochs", epochs},
+                         {"batchSize", batchSize},
+                         {"seed", seed},
+                         {"device", device},
+                         {"precision", precision},
+                         {"loaderThreads", loaderThreads},
+                         {"prefetchDepth", prefetchDepth},
+                         {"checkpointEverySteps", checkpointEverySteps},
+                         {"mean", mean},
+                         {"stddev", stddev}};
+  if (method == "comcl")
+    json["comcl"] = comcl.toJson();
+  return json;
 }
 
 PretrainConfig PretrainConfig::fromJson(const nlohmann::json& json) {
@@ -386,6 +480,8 @@ PretrainConfig PretrainConfig::fromJson(const nlohmann::json& json) {
       c.moco = MocoConfig::fromJson(value);
     else if (key == "augment")
       c.augment = AugmentConfig::fromJson(value);
+    else if (key == "comcl")
+      c.comcl = ComclConfig::fromJson(value);
     else if (key == "optim")
       c.optim = OptimConfig::fromJson(value);
     else if (key == "epochs")
@@ -416,9 +512,15 @@ PretrainConfig PretrainConfig::fromJson(const nlohmann::json& json) {
 }
 
 Pretrainer::Pretrainer(const TrainingSet& set, const storage::ImageCache& cache, PretrainConfig config,
-                       std::string runDirectory)
-    : set_(set), cache_(cache), config_(std::move(config)), runDirectory_(std::move(runDirectory)) {
+                       std::string runDirectory, ComclRoles roles)
+    : set_(set),
+      cache_(cache),
+      config_(std::move(config)),
+      runDirectory_(std::move(runDirectory)),
+      roles_(std::move(roles)) {
   config_.validate();
+  if (config_.method == "comcl")
+    ComclPlanner(set_, roles_, config_.comcl.views, config_.batchSize);  // DataError for unusable roles
   if (set_.size() < 2) {
     throw DataError(
         "the index holds " + std::to_string(set_.size()) +
@@ -450,10 +552,12 @@ PretrainResult Pretrainer::run(const ProgressCallback& onProgress, const std::at
 
   PretrainResult result;
   result.device = describeDevice(device);
-  const nlohmann::json runInfo = {{"format", "comcl-pretrain-run"},
-                                  {"config", resumeRelevant(config_)},
-                                  {"dataSnapshot", set_.snapshotId()},
-                                  {"images", set_.size()}};
+  nlohmann::json runInfo = {{"format", "comcl-pretrain-run"},
+                            {"config", resumeRelevant(config_)},
+                            {"dataSnapshot", set_.snapshotId()},
+                            {"images", set_.size()}};
+  if (config_.method == "comcl")
+    runInfo["config"]["lesionRoles"] = rolesId(roles_);  // the same lesion boxes when resumed
   if (fs::exists(runJson)) {
     nlohmann::json stored;
     try {
@@ -476,9 +580,17 @@ PretrainResult Pretrainer::run(const ProgressCallback& onProgress, const std::at
   }
 
   torch::manual_seed(config_.seed);
-  Moco model(config_.moco);
-  model->to(device);
-  const std::vector<torch::Tensor> parameters = model->queryEncoder()->parameters();
+  std::unique_ptr<detail::PretrainMethod> method;
+  if (config_.method == "comcl")
+    method = detail::makeComclMethod(set_, cache_, config_, roles_);
+  else
+    method = std::make_unique<MocoMethod>(set_, cache_, config_);
+  torch::nn::Module& model = method->module();
+  model.to(device);
+  // Every step has the same shapes, so cuDNN's per-shape algorithm search pays off after the first step.
+  if (cuda)
+    at::globalContext().setBenchmarkCuDNN(true);
+  const std::vector<torch::Tensor> parameters = method->trainableParameters();
   std::unique_ptr<torch::optim::Optimizer> optimizer = makeOptimizer(parameters, config_.optim);
 
   Position position;
@@ -489,31 +601,24 @@ PretrainResult Pretrainer::run(const ProgressCallback& onProgress, const std::at
   result.epochLosses = position.epochLosses;
   result.monitor = position.monitor;
 
-  const PositiveSampler sampler(set_, config_.pairs);
-  const Augmenter augment(config_.augment);
-  const auto batch = static_cast<std::size_t>(config_.batchSize);
-  const std::int64_t stepsPerEpoch =
-      static_cast<std::int64_t>(set_.size() / batch);  // the last partial batch is dropped
+  const std::int64_t stepsPerEpoch = method->stepsPerEpoch();
   const std::int64_t totalSteps = stepsPerEpoch * config_.epochs;
-  const at::ScalarType autocastType = config_.precision == "bf16" ? at::kBFloat16 : at::kHalf;
+  const std::int64_t imagesPerStep = method->imagesPerStep();
+  detail::StepContext context;
+  context.device = device;
+  context.autocast = cuda && config_.precision != "fp32";
+  context.autocastType = config_.precision == "bf16" ? at::kBFloat16 : at::kHalf;
+  context.seed = config_.seed;
   LossScaler scaler(config_.precision == "fp16");
   Throughput throughput;
   const auto saveNow = [&] { saveCheckpoint(checkpointPath.string(), model, *optimizer, position); };
 
-  model->train();
+  model.train();
   for (std::int64_t epoch = position.epoch; epoch < config_.epochs; ++epoch) {
-    const EpochPlan plan = planEpoch(sampler, set_.size(), config_.seed, static_cast<int>(epoch));
-    auto produce = [&](std::int64_t step) {
-      const auto begin = static_cast<std::ptrdiff_t>(static_cast<std::size_t>(step) * batch);
-      const std::vector<int> queries(plan.queries.begin() + begin,
-                                     plan.queries.begin() + begin + static_cast<std::ptrdiff_t>(batch));
-      const std::vector<int> keys(plan.positives.begin() + begin,
-                                  plan.positives.begin() + begin + static_cast<std::ptrdiff_t>(batch));
-      return StepBatch{readImages(set_, cache_, queries, cuda), readImages(set_, cache_, keys, cuda),
-                       metadataOf(set_, queries), metadataOf(set_, keys)};
-    };
-    OrderedPrefetcher<StepBatch> loader(produce, position.stepInEpoch, stepsPerEpoch, config_.loaderThreads,
-                                        config_.prefetchDepth);
+    method->planEpoch(epoch);
+    const auto produce = [&](std::int64_t step) { return method->load(step, cuda); };
+    OrderedPrefetcher<detail::HostBatch> loader(produce, position.stepInEpoch, stepsPerEpoch,
+                                                config_.loaderThreads, config_.prefetchDepth);
     while (position.stepInEpoch < stepsPerEpoch) {
       if (cancel && cancel->load()) {
         saveNow();
@@ -527,8 +632,10 @@ PretrainResult Pretrainer::run(const ProgressCallback& onProgress, const std::at
         return result;
       }
       const auto stepStart = Clock::now();
-      std::optional<StepBatch> data = loader.next();
+      std::optional<detail::HostBatch> data = loader.next();
       const double waited = std::chrono::duration<double>(Clock::now() - stepStart).count();
+      if (!data)
+        throw TrainingError("the data loader stopped before the end of the epoch");
       const double lr =
           learningRateAt(config_.optim,
                          static_cast<double>(epoch) +
@@ -537,27 +644,17 @@ PretrainResult Pretrainer::run(const ProgressCallback& onProgress, const std::at
       setLearningRate(*optimizer, lr);
       double lossValue = 0;
       try {
-        std::mt19937_64 queryRng = streamFor(config_.seed, epoch, position.stepInEpoch, kQueryView);
-        std::mt19937_64 keyRng = streamFor(config_.seed, epoch, position.stepInEpoch, kKeyView);
-        std::mt19937_64 modelRng = streamFor(config_.seed, epoch, position.stepInEpoch, kModel);
-        const torch::Tensor queries =
-            (augment(data->queryImages.to(device, true), queryRng) - config_.mean) / config_.stddev;
-        const torch::Tensor keys =
-            (augment(data->keyImages.to(device, true), keyRng) - config_.mean) / config_.stddev;
-        MocoStepOutput out;
-        {
-          CudaAutocast autocast(cuda && config_.precision != "fp32", autocastType);
-          out = model->forward(queries, keys, toDevice(data->queryMeta, device),
-                               toDevice(data->keyMeta, device), modelRng);
-        }
+        context.epoch = epoch;
+        context.step = position.stepInEpoch;
+        const torch::Tensor loss = method->forward(*data, context);
         optimizer->zero_grad();
-        scaler.scale(out.loss).backward();
+        scaler.scale(loss).backward();
         if (scaler.unscale(parameters)) {
           clipGradients(parameters, config_.optim);
           optimizer->step();
         }
-        model->afterStep();
-        lossValue = out.loss.item<double>();
+        method->afterStep();
+        lossValue = loss.item<double>();
       } catch (const std::exception& e) {
         if (!isOutOfMemory(e))
           throw;
@@ -572,7 +669,7 @@ PretrainResult Pretrainer::run(const ProgressCallback& onProgress, const std::at
                             "; lower the learning rate. The last checkpoint is intact.");
       }
       const double seconds = std::chrono::duration<double>(Clock::now() - stepStart).count();
-      throughput.add(seconds, waited, config_.batchSize);
+      throughput.add(seconds, waited, imagesPerStep);
       ++position.stepInEpoch;
       ++position.globalStep;
       position.epochLossSum += lossValue;
@@ -587,10 +684,10 @@ PretrainResult Pretrainer::run(const ProgressCallback& onProgress, const std::at
         p.loss = lossValue;
         p.epochLoss = position.epochLossSum / static_cast<double>(position.stepInEpoch);
         p.imagesPerSecond = throughput.recentImagesPerSecond();
-        p.etaSeconds = p.imagesPerSecond > 0
-                           ? static_cast<double>((totalSteps - position.globalStep) * config_.batchSize) /
-                                 p.imagesPerSecond
-                           : 0;
+        p.etaSeconds =
+            p.imagesPerSecond > 0
+                ? static_cast<double>((totalSteps - position.globalStep) * imagesPerStep) / p.imagesPerSecond
+                : 0;
         p.learningRate = lr;
         p.dataWaitShare = throughput.recentWaitShare();
         onProgress(p);
@@ -601,9 +698,9 @@ PretrainResult Pretrainer::run(const ProgressCallback& onProgress, const std::at
     }
     position.epochLosses.push_back(position.epochLossSum / static_cast<double>(stepsPerEpoch));
     if (monitor) {
-      model->queryEncoder()->backbone().eval();
-      position.monitor.push_back(monitor(model->queryEncoder()->backbone(), static_cast<int>(epoch + 1)));
-      model->train();
+      method->backbone().eval();
+      position.monitor.push_back(monitor(method->backbone(), static_cast<int>(epoch + 1)));
+      model.train();
     }
     position.epoch = epoch + 1;
     position.stepInEpoch = 0;
@@ -616,6 +713,7 @@ PretrainResult Pretrainer::run(const ProgressCallback& onProgress, const std::at
   result.epochsDone = static_cast<int>(position.epoch);
   result.stepsDone = position.globalStep;
   result.imagesPerSecond = throughput.totalImagesPerSecond();
+  result.imagesPerSecondAfterFirstStep = throughput.afterFirstStepImagesPerSecond();
   result.dataWaitShare = throughput.totalWaitShare();
   if (!fs::exists(encoderPath)) {
     EncoderInfo info;
@@ -625,13 +723,13 @@ PretrainResult Pretrainer::run(const ProgressCallback& onProgress, const std::at
     info.mean = config_.mean;
     info.stddev = config_.stddev;
     info.details = {{"method", config_.method},
-                    {"pairs", config_.pairs.toString()},
                     {"dataSnapshot", set_.snapshotId()},
                     {"epochs", config_.epochs},
                     {"finalLoss", position.epochLosses.empty() ? 0.0 : position.epochLosses.back()},
                     {"epochLosses", position.epochLosses},
                     {"config", config_.toJson()}};
-    ResNet& backbone = model->queryEncoder()->backbone();
+    info.details.update(method->encoderDetails());
+    ResNet& backbone = method->backbone();
     backbone.to(torch::kCPU);
     saveEncoder(encoderPath.string(), info, backbone);
   }

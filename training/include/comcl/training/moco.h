@@ -60,6 +60,11 @@ class ContrastiveEncoderImpl : public torch::nn::Module {
 };
 TORCH_MODULE(ContrastiveEncoder);
 
+// Makes `key` a copy of `query` that receives no gradient (the key encoder at the start of a run).
+void copyToKeyEncoder(ContrastiveEncoder& query, ContrastiveEncoder& key);
+// key = momentum * key + (1 - momentum) * query, parameters only (buffers keep the key encoder's own).
+void momentumUpdate(ContrastiveEncoder& query, ContrastiveEncoder& key, double momentum);
+
 // Per-key metadata carried through the queue; -1 = unknown.
 struct KeyMetadata {
   torch::Tensor patient;     // int64 [N]

@@ -1,4 +1,5 @@
-// Contrastive pre-training (MoCo v2, and MedAug's metadata positives on top of it) over a TrainingSet.
+// Contrastive pre-training over a TrainingSet: MoCo v2, MedAug's metadata positives on top of it, and CoMCL's
+// quality-aware multi-level views and losses (comcl_views.h, comcl_loss.h).
 //
 // A run lives in a run directory:
 //   run.json        the configuration and the data snapshot id, written when the run starts
@@ -21,6 +22,8 @@
 
 #include "comcl/storage/image_cache.h"
 #include "comcl/training/augment.h"
+#include "comcl/training/comcl_loss.h"
+#include "comcl/training/comcl_views.h"
 #include "comcl/training/dataset.h"
 #include "comcl/training/moco.h"
 #include "comcl/training/optim.h"
@@ -36,11 +39,25 @@ class TrainingError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// CoMCL's own settings. The encoders, momentum and the healthy queue's length come from PretrainConfig::moco
+// (queueSize is the healthy queue K; moco.temperature must equal loss.temperature); the views'
+// augmentation is PretrainConfig::augment.
+struct ComclConfig {
+  ComclLossConfig loss;
+  ComclViewConfig views;
+  int imageQueueSize = 4096;  // L_img's queue of whole-image keys
+
+  void validate() const;  // std::invalid_argument naming the field
+  nlohmann::json toJson() const;
+  static ComclConfig fromJson(const nlohmann::json& json);
+};
+
 struct PretrainConfig {
-  std::string method = "medaug";  // moco (instance pairs) | medaug (same-patient pairs)
-  PairStrategy pairs;             // moco: instance; medaug: a same-patient strategy
+  std::string method = "medaug";  // moco (instance pairs) | medaug (same-patient pairs) | comcl
+  PairStrategy pairs;             // moco and comcl: instance; medaug: a same-patient strategy
   MocoConfig moco;
-  AugmentConfig augment;  // augment.outputSize is the training image size
+  AugmentConfig augment;  // augment.outputSize is the training image size (CoMCL: of every view)
+  ComclConfig comcl;      // method comcl only
   OptimConfig optim;
   int epochs = 20;
   int batchSize = 16;
@@ -55,7 +72,9 @@ struct PretrainConfig {
 
   // Defaults of a method: MoCo v2 uses instance pairs and MoCo v2's augmentations; MedAug uses same
   // patient + same study + all lateralities and the narrow crop scale [0.95, 1] (methods.md §1.2-1.3),
-  // with the paper's Adam 1e-4, batch 16, 20 epochs, T 0.2, K 24576, m 0.999, step schedule.
+  // with the paper's Adam 1e-4, batch 16, 20 epochs, T 0.2, K 24576, m 0.999, step schedule. CoMCL uses the
+  // authors' T 0.07, healthy queue K 7200, m 0.999, SGD 0.02 Nesterov momentum 0.9, weight decay 5e-4,
+  // cosine schedule (methods.md §2.2) and comclAugment().
   static PretrainConfig forMethod(const std::string& method, int imageSize);
   void validate() const;  // std::invalid_argument naming the field
   nlohmann::json toJson() const;
@@ -84,8 +103,9 @@ struct PretrainResult {
   int epochsDone = 0;
   std::int64_t stepsDone = 0;
   std::vector<double> epochLosses;
-  std::vector<double> monitor;  // the epoch-end monitor's values, when one was given
-  double imagesPerSecond = 0;   // over this process's steps
+  std::vector<double> monitor;               // the epoch-end monitor's values, when one was given
+  double imagesPerSecond = 0;                // over this process's steps
+  double imagesPerSecondAfterFirstStep = 0;  // the same without the first step (one-off CUDA/cuDNN set-up)
   double dataWaitShare = 0;
   std::string encoderDirectory;  // set when completed
   std::string device;
@@ -97,10 +117,12 @@ using EpochMonitor = std::function<double(ResNet& backbone, int epoch)>;
 
 class Pretrainer {
  public:
-  // Throws DataError for a set the method cannot train on (fewer than 2 images, a batch larger than the set)
-  // and std::invalid_argument for a bad configuration.
+  // Throws DataError for a set the method cannot train on (fewer than 2 images, a batch larger than the set;
+  // for CoMCL no lesion or no healthy image, a batch larger than the lesion images, bad boxes) and
+  // std::invalid_argument for a bad configuration. `roles` (lesion and healthy images, lesion boxes) is
+  // used by CoMCL only.
   Pretrainer(const TrainingSet& set, const storage::ImageCache& cache, PretrainConfig config,
-             std::string runDirectory);
+             std::string runDirectory, ComclRoles roles = {});
   const PretrainConfig& config() const { return config_; }
   // Runs (or resumes) until every epoch is done or `cancel` becomes true; cancel is honoured between steps
   // and leaves a checkpoint to resume from.
@@ -112,6 +134,7 @@ class Pretrainer {
   const storage::ImageCache& cache_;
   PretrainConfig config_;
   std::string runDirectory_;
+  ComclRoles roles_;
 };
 
 }  // namespace comcl::training
