@@ -11,17 +11,20 @@
 # usage: bench/training/run_gpu_bench.sh --db INDEX [--out DIR] [--debs .gpu-debs] [--build build-gpu]
 #          [--no-build] [--all-tests] [--size 224] [--batch 256] [--epochs 15] [--workers 8]
 #          [--precisions "fp32 bf16 fp16"] [--methods "moco"] [--comcl-args "..."] [--deadline 540]
-#          [--gtest source|debian|auto] [--py-steps 8]
+#          [--gtest source|debian|auto] [--py-steps 8] [--no-tests] [--py-data "cache synthetic"]
 #   --gtest  how the build gets GoogleTest (scripts/build-training-gpu.sh; default: from source, built with the
 #            machine's compiler)
 #   --py-steps  timed steps of the PyTorch step with its DataLoader (its data path is the slow part there)
+#   --py-data   which PyTorch sides to run: cache (DataLoader over the image cache), synthetic (no data path);
+#            "" for none
 #   --db     a comcl index whose image cache (INDEX.images) holds the images (built elsewhere with
 #            `comcl import-manifest`: the training-only build has no image import)
 #   --methods  comcl pretrain methods to time (moco, medaug, comcl); PyTorch runs MoCo v2 only
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
-db="" out=${OUT:-/tmp/gpu-bench} debs=.gpu-debs build=build-gpu do_build=1 all_tests=0 gtest=source py_steps=8
+args="$*"
+db="" out=${OUT:-/tmp/gpu-bench} debs=.gpu-debs build=build-gpu do_build=1 all_tests=0 gtest=source py_steps=8 run_tests=1 py_data="cache synthetic"
 size=224 batch=256 epochs=15 workers=8 precisions="fp32 bf16 fp16" methods="moco" comcl_args="" deadline=540
 while [ $# -gt 0 ]; do
   case $1 in
@@ -32,6 +35,8 @@ while [ $# -gt 0 ]; do
     --no-build) do_build=0; shift ;;
     --gtest) gtest=$2; shift 2 ;;
     --py-steps) py_steps=$2; shift 2 ;;
+    --no-tests) run_tests=0; shift ;;
+    --py-data) py_data=$2; shift 2 ;;
     --all-tests) all_tests=1; shift ;;
     --size) size=$2; shift 2 ;;
     --batch) batch=$2; shift 2 ;;
@@ -53,7 +58,7 @@ comcl=$build/tools/comcl/comcl
 time_left() { [ "$SECONDS" -lt "$deadline" ]; }
 note() { echo "$*" | tee -a "$results"; }
 
-note "# GPU bench $(date -u +%FT%TZ)"
+note "# GPU bench $(date -u +%FT%TZ): $args"
 note ""
 note "- GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)"
 note "- CPU cores: $(nproc); PyTorch: $("$python" -c 'import torch; print(torch.__version__, "CUDA", torch.version.cuda)' 2>&1)"
@@ -72,7 +77,7 @@ ld_path=$(sed -n 's/.*export LD_LIBRARY_PATH=\([^$]*\).*/\1/p' "$out/build.log" 
 [ -n "$ld_path" ] && export LD_LIBRARY_PATH=$ld_path${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
 tests=$build/tests/training/training_tests
-if [ -x "$tests" ]; then
+if [ "$run_tests" = 1 ] && [ -x "$tests" ]; then
   OMP_NUM_THREADS=4 "$tests" --gtest_filter='*Cuda*:*CUDA*' >"$out/cuda-tests.log" 2>&1
   note "- CUDA tests (--gtest_filter='*Cuda*:*CUDA*'): exit $?; $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$out/cuda-tests.log" | tr '\n' ' ')"
   grep -E '^\[  FAILED  \]' "$out/cuda-tests.log" | tee -a "$results"
@@ -126,7 +131,7 @@ for precision in $precisions; do
     [ "$code" = 0 ] || tail -5 "$log" | tee -a "$results"
     rm -rf "$run"
   done
-  for data in cache synthetic; do
+  for data in $py_data; do
     time_left || { note "| PyTorch | moco | $precision | - | - | skipped: deadline |"; continue; }
     log=$out/python-$data-$precision
     extra=()
