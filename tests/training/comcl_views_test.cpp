@@ -231,6 +231,8 @@ TEST_F(ComclViewsTest, PretrainingRunsRepeatsForASeedAndResumesAfterACancel) {
   ASSERT_EQ(straight.epochLosses.size(), 2u);
   for (double loss : straight.epochLosses)
     EXPECT_TRUE(std::isfinite(loss) && loss > 0) << loss;
+  EXPECT_GT(straight.viewShare, 0);  // views were made, and took part of each step only
+  EXPECT_LT(straight.viewShare, 1);
   EncoderInfo info;
   loadEncoder(straight.encoderDirectory, &info);
   EXPECT_EQ(info.details.at("method"), "comcl");

@@ -365,8 +365,10 @@ int runPretrain(const PretrainOptions& o, const CLI::App& command) {
   std::cout << (result.resumed ? "resumed and finished" : "finished") << " in " << duration(seconds) << " on "
             << result.device << ": " << std::fixed << std::setprecision(1) << result.imagesPerSecond
             << " images/s (data path waited " << std::setprecision(1) << 100 * result.dataWaitShare
-            << " % of the time; " << result.imagesPerSecondAfterFirstStep
-            << " images/s after the first step)\n  loss per epoch:";
+            << " % of the time; " << result.imagesPerSecondAfterFirstStep << " images/s after the first step";
+  if (result.viewShare >= 0)
+    std::cout << "; making views " << 100 * result.viewShare << " % of the step time";
+  std::cout << ")\n  loss per epoch:";
   for (double l : result.epochLosses)
     std::cout << " " << std::setprecision(4) << l;
   if (!result.monitor.empty()) {

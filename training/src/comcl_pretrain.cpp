@@ -4,6 +4,8 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include <chrono>
+
 #include "comcl/training/comcl_loss.h"
 #include "comcl/training/comcl_views.h"
 #include "comcl/training/moco.h"
@@ -72,7 +74,9 @@ class ComclMethod final : public PretrainMethod {
     const ComclStepImages images{t[0].to(c.device, true), t[1], t[2].to(c.device, true),
                                  t[3].to(c.device, true), t[4]};
     std::mt19937_64 rng = streamFor(c.seed, c.epoch, c.step, kComclViews);
+    const auto viewsStart = std::chrono::steady_clock::now();
     const ComclViews views = makeViews_(images, rng);
+    viewSeconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - viewsStart).count();
     const ComclLossConfig& terms = loss_.config();
     const bool patches = terms.lesionTerm || terms.qualityTerm;  // both need the healthy queue
 
@@ -143,6 +147,8 @@ class ComclMethod final : public PretrainMethod {
     pendingHealthy_ = pendingLowQualityHealthy_ = pendingImageKeys_ = torch::Tensor();
   }
 
+  double lastViewSeconds() const override { return viewSeconds_; }
+
   nlohmann::json encoderDetails() const override {
     return {{"lesionImages", roles_.lesionImages.size()},
             {"healthyImages", roles_.healthyImages.size()},
@@ -164,6 +170,7 @@ class ComclMethod final : public PretrainMethod {
   ComclNetwork network_;
   std::vector<ComclStepPlan> plan_;
   torch::Tensor pendingHealthy_, pendingLowQualityHealthy_, pendingImageKeys_;
+  double viewSeconds_ = 0;
 };
 
 }  // namespace

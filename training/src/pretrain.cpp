@@ -232,7 +232,8 @@ Position loadCheckpoint(const std::string& path, torch::nn::Module& model, torch
 // Recent-window throughput for the progress line.
 class Throughput {
  public:
-  void add(double seconds, double waitSeconds, std::int64_t images) {
+  void add(double seconds, double waitSeconds, std::int64_t images, double viewSeconds) {
+    totalViews_ += viewSeconds;
     window_.push_back({seconds, waitSeconds, images});
     if (window_.size() > 20)
       window_.pop_front();
@@ -253,6 +254,7 @@ class Throughput {
   }
   double totalImagesPerSecond() const { return totalSeconds_ > 0 ? totalImages_ / totalSeconds_ : 0; }
   double totalWaitShare() const { return totalSeconds_ > 0 ? totalWait_ / totalSeconds_ : 0; }
+  double totalViewShare() const { return totalSeconds_ > 0 ? totalViews_ / totalSeconds_ : 0; }
   // Without the first step, which carries one-off costs (CUDA context, cuDNN's algorithm search): the
   // steady rate a long run approaches. 0 until two steps were timed.
   double afterFirstStepImagesPerSecond() const {
@@ -276,7 +278,7 @@ class Throughput {
     return time > 0 ? images / time : 0;
   }
   std::deque<Sample> window_;
-  double totalSeconds_ = 0, totalWait_ = 0, totalImages_ = 0, firstStepSeconds_ = 0;
+  double totalSeconds_ = 0, totalWait_ = 0, totalImages_ = 0, firstStepSeconds_ = 0, totalViews_ = 0;
   std::int64_t steps_ = 0;
 };
 
@@ -324,6 +326,7 @@ class MocoMethod final : public detail::PretrainMethod {
     return model_->forward(queries, keys, queryMeta, keyMeta, modelRng).loss;
   }
   void afterStep() override { model_->afterStep(); }
+  double lastViewSeconds() const override { return viewSeconds_; }
   nlohmann::json encoderDetails() const override { return {{"pairs", config_.pairs.toString()}}; }
 
  private:
@@ -334,6 +337,7 @@ class MocoMethod final : public detail::PretrainMethod {
   PositiveSampler sampler_;
   Augmenter augment_;
   EpochPlan plan_;
+  double viewSeconds_ = 0;
 };
 
 // A short id of CoMCL's roles and boxes, so that a resumed run checks it trains on the same ones.
@@ -669,7 +673,7 @@ PretrainResult Pretrainer::run(const ProgressCallback& onProgress, const std::at
                             "; lower the learning rate. The last checkpoint is intact.");
       }
       const double seconds = std::chrono::duration<double>(Clock::now() - stepStart).count();
-      throughput.add(seconds, waited, imagesPerStep);
+      throughput.add(seconds, waited, imagesPerStep, method->lastViewSeconds());
       ++position.stepInEpoch;
       ++position.globalStep;
       position.epochLossSum += lossValue;
@@ -715,6 +719,7 @@ PretrainResult Pretrainer::run(const ProgressCallback& onProgress, const std::at
   result.imagesPerSecond = throughput.totalImagesPerSecond();
   result.imagesPerSecondAfterFirstStep = throughput.afterFirstStepImagesPerSecond();
   result.dataWaitShare = throughput.totalWaitShare();
+  result.viewShare = cuda ? -1 : throughput.totalViewShare();
   if (!fs::exists(encoderPath)) {
     EncoderInfo info;
     info.architecture = config_.moco.architecture;

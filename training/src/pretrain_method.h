@@ -87,6 +87,9 @@ class PretrainMethod {
   virtual torch::Tensor forward(const HostBatch& batch, const StepContext& context) = 0;
   // After the optimiser step: momentum update, queues.
   virtual void afterStep() = 0;
+  // Seconds the last forward() spent making views (augmentation, degradation, patch extraction). Measured
+  // with the clock round the calls, so on CUDA, whose kernels run asynchronously, it is launch time only.
+  virtual double lastViewSeconds() const = 0;
   virtual nlohmann::json encoderDetails() const = 0;  // the method's part of the encoder file's details
 };
 

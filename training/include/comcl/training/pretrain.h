@@ -107,6 +107,9 @@ struct PretrainResult {
   double imagesPerSecond = 0;                // over this process's steps
   double imagesPerSecondAfterFirstStep = 0;  // the same without the first step (one-off CUDA/cuDNN set-up)
   double dataWaitShare = 0;
+  // Share of the step time spent making the views (augmentation; CoMCL: also degradation and patch
+  // extraction), on the CPU; -1 on CUDA, where the clock sees only kernel launches.
+  double viewShare = 0;
   std::string encoderDirectory;  // set when completed
   std::string device;
 };
