@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <locale>
 #include <numeric>
 #include <random>
 #include <set>
@@ -100,15 +102,13 @@ Labelled drawSubset(const Labelled& pool, int classes, const LabelBudget& budget
   return out;
 }
 
-torch::Tensor prepare(const torch::Tensor& images, int size, double mean, double stddev) {
-  torch::Tensor x = images;
-  if (x.size(2) != size || x.size(3) != size) {
-    x = F::interpolate(x, F::InterpolateFuncOptions()
-                              .size(std::vector<std::int64_t>{size, size})
-                              .mode(torch::kBilinear)
-                              .align_corners(false));
-  }
-  return (x - mean) / stddev;
+torch::Tensor resized(const torch::Tensor& images, int size) {
+  if (images.size(2) == size && images.size(3) == size)
+    return images;
+  return F::interpolate(images, F::InterpolateFuncOptions()
+                                    .size(std::vector<std::int64_t>{size, size})
+                                    .mode(torch::kBilinear)
+                                    .align_corners(false));
 }
 
 torch::Tensor readImages(const TrainingSet& set, const storage::ImageCache& cache,
@@ -117,6 +117,35 @@ torch::Tensor readImages(const TrainingSet& set, const storage::ImageCache& cach
   for (int i : images)
     refs.push_back(set.images()[static_cast<std::size_t>(i)].cached);
   return loadBatch(cache, refs, device);
+}
+
+// Changes a batch of images ([n, 1, size, size] in [0, 1], the set's images `images`) before it is
+// normalised: the sweep's degradations.
+using BatchTransform =
+    std::function<torch::Tensor(const torch::Tensor& batch, const std::vector<int>& images)>;
+
+// `forward` (a backbone's features or a network's logits) of the images, `batchSize` at a time in the given
+// order: read from the cache, resized to `imageSize`, passed through `transform` (when set), normalised and
+// expanded to the encoder's channels. Rows in the order of `images`, on the CPU. The clean and the degraded
+// test images go through here in the same batches, so a transform that changes nothing changes no output.
+torch::Tensor forwardImages(const std::function<torch::Tensor(const torch::Tensor&)>& forward,
+                            const EncoderInfo& info, const TrainingSet& set, const storage::ImageCache& cache,
+                            const std::vector<int>& images, int imageSize, int batchSize,
+                            torch::Device device, const BatchTransform& transform = {}) {
+  torch::NoGradGuard noGrad;
+  std::vector<torch::Tensor> parts;
+  for (std::size_t start = 0; start < images.size(); start += static_cast<std::size_t>(batchSize)) {
+    const std::vector<int> chunk(
+        images.begin() + static_cast<std::ptrdiff_t>(start),
+        images.begin() + static_cast<std::ptrdiff_t>(
+                             std::min(images.size(), start + static_cast<std::size_t>(batchSize))));
+    torch::Tensor x = resized(readImages(set, cache, chunk, device), imageSize);
+    if (transform)
+      x = transform(x, chunk);
+    x = (x - info.mean) / info.stddev;
+    parts.push_back(forward(x.expand({x.size(0), info.channels, x.size(2), x.size(3)})).to(torch::kCPU));
+  }
+  return torch::cat(parts);
 }
 
 struct Encoder {
@@ -171,24 +200,22 @@ class FeatureCache {
       if (!features_.count(i))
         missing.push_back(i);
     }
-    torch::NoGradGuard noGrad;
-    backbone_.eval();
-    for (std::size_t start = 0; start < missing.size(); start += static_cast<std::size_t>(batch_)) {
-      const std::vector<int> chunk(
-          missing.begin() + static_cast<std::ptrdiff_t>(start),
-          missing.begin() + static_cast<std::ptrdiff_t>(
-                                std::min(missing.size(), start + static_cast<std::size_t>(batch_))));
-      const torch::Tensor x =
-          prepare(readImages(set_, cache_, chunk, device_), size_, info_.mean, info_.stddev);
-      const torch::Tensor f =
-          backbone_.features(x.expand({x.size(0), info_.channels, x.size(2), x.size(3)})).to(torch::kCPU);
-      for (std::size_t k = 0; k < chunk.size(); ++k)
-        features_.emplace(chunk[k], f[static_cast<std::int64_t>(k)]);
+    if (!missing.empty()) {
+      const torch::Tensor f = compute(missing);
+      for (std::size_t k = 0; k < missing.size(); ++k)
+        features_.emplace(missing[k], f[static_cast<std::int64_t>(k)]);
     }
     std::vector<torch::Tensor> rows;
     for (int i : images)
       rows.push_back(features_.at(i));
     return torch::stack(rows);
+  }
+
+  // Features of the images as they come after `transform`, in batches of the images' order; not cached.
+  torch::Tensor compute(const std::vector<int>& images, const BatchTransform& transform = {}) {
+    backbone_.eval();
+    return forwardImages([this](const torch::Tensor& x) { return backbone_.features(x); }, info_, set_,
+                         cache_, images, size_, batch_, device_, transform);
   }
 
  private:
@@ -293,44 +320,136 @@ std::shared_ptr<ResNet> finetune(const Encoder& encoder, const TrainingSet& set,
 
 torch::Tensor predictLogits(ResNet& network, const EncoderInfo& info, const TrainingSet& set,
                             const storage::ImageCache& cache, const std::vector<int>& images, int imageSize,
-                            int batchSize, torch::Device device) {
-  torch::NoGradGuard noGrad;
+                            int batchSize, torch::Device device, const BatchTransform& transform = {}) {
   network.eval();
-  std::vector<torch::Tensor> parts;
-  for (std::size_t start = 0; start < images.size(); start += static_cast<std::size_t>(batchSize)) {
-    const std::vector<int> chunk(
-        images.begin() + static_cast<std::ptrdiff_t>(start),
-        images.begin() + static_cast<std::ptrdiff_t>(
-                             std::min(images.size(), start + static_cast<std::size_t>(batchSize))));
-    const torch::Tensor x = prepare(readImages(set, cache, chunk, device), imageSize, info.mean, info.stddev);
-    parts.push_back(
-        network.forward(x.expand({x.size(0), info.channels, x.size(2), x.size(3)})).to(torch::kCPU));
-  }
-  return torch::cat(parts);
+  return forwardImages([&network](const torch::Tensor& x) { return network.forward(x); }, info, set, cache,
+                       images, imageSize, batchSize, device, transform);
 }
 
-DrawResult score(const torch::Tensor& logits, const std::vector<int>& truth, int classes) {
-  DrawResult r;
-  if (classes == 2) {
-    const torch::Tensor p = torch::sigmoid(logits.reshape({-1})).to(torch::kDouble).contiguous();
-    const std::vector<double> scores(p.data_ptr<double>(), p.data_ptr<double>() + p.numel());
-    std::vector<int> predicted;
-    for (double s : scores)
-      predicted.push_back(s >= 0.5 ? 1 : 0);
-    r.auc = rocAuc(scores, truth);
-    r.accuracy = accuracy(predicted, truth);
-  } else {
-    const torch::Tensor arg = logits.argmax(1).to(torch::kLong).contiguous();
-    const std::vector<int> predicted(arg.data_ptr<std::int64_t>(),
-                                     arg.data_ptr<std::int64_t>() + arg.numel());
-    r.accuracy = accuracy(predicted, truth);
-    r.kappa = quadraticWeightedKappa(predicted, truth, classes);
+// The test images of each quality level (rows into the test list), in qualityLevels() order and then any
+// other flag found, alphabetically.
+std::vector<std::pair<std::string, std::vector<std::size_t>>> rowsByQuality(const TrainingSet& set,
+                                                                            const std::vector<int>& images) {
+  std::vector<std::pair<std::string, std::vector<std::size_t>>> levels;
+  for (const std::string& level : qualityLevels())
+    levels.emplace_back(level, std::vector<std::size_t>{});
+  std::map<std::string, std::vector<std::size_t>> others;
+  for (std::size_t row = 0; row < images.size(); ++row) {
+    const auto& flag = set.images()[static_cast<std::size_t>(images[row])].qualityFlag;
+    const std::string level = flag && !flag->empty() ? *flag : "none";
+    auto it = std::find_if(levels.begin(), levels.end(), [&](const auto& l) { return l.first == level; });
+    if (it != levels.end())
+      it->second.push_back(row);
+    else
+      others[level].push_back(row);
   }
+  for (auto& [level, rows] : others)
+    levels.emplace_back(level, std::move(rows));
+  return levels;
+}
+
+std::vector<std::size_t> allRows(std::size_t count) {
+  std::vector<std::size_t> rows(count);
+  std::iota(rows.begin(), rows.end(), std::size_t{0});
+  return rows;
+}
+
+// The draw's headline metrics: AUC and accuracy (binary) or accuracy and kappa (graded) on every test image.
+DrawResult score(const torch::Tensor& logits, const std::vector<int>& truth, int classes) {
+  const SubsetScore all = scoreSubset(logits, truth, classes, allRows(truth.size()));
+  DrawResult r;
+  r.accuracy = all.accuracy.value_or(0);
+  if (classes == 2)
+    r.auc = all.auc.value_or(0);
+  else
+    r.kappa = all.kappa.value_or(0);
   return r;
+}
+
+std::optional<MeanStd> meanStdOf(const std::vector<const SubsetScore*>& scores,
+                                 std::optional<double> SubsetScore::*metric) {
+  std::vector<double> values;
+  for (const SubsetScore* s : scores) {
+    if (s->*metric)
+      values.push_back(*(s->*metric));
+  }
+  if (values.empty())
+    return std::nullopt;
+  return meanStd(values);
+}
+
+// One subset's metrics over the draws. Which metrics are defined depends on the test images only, so it is
+// the same in every draw; the reason is the first draw's.
+SubsetSummary summarise(const std::vector<const SubsetScore*>& scores) {
+  SubsetSummary s;
+  if (scores.empty())
+    return s;
+  s.images = scores.front()->images;
+  s.classCounts = scores.front()->classCounts;
+  s.missing = scores.front()->missing;
+  s.auc = meanStdOf(scores, &SubsetScore::auc);
+  s.accuracy = meanStdOf(scores, &SubsetScore::accuracy);
+  s.kappa = meanStdOf(scores, &SubsetScore::kappa);
+  return s;
+}
+
+// Fills the label's per-level and per-severity summaries from its draws.
+void summariseSubsets(LabelResult& r) {
+  for (std::size_t level = 0; level < r.byQuality.size(); ++level) {
+    std::vector<const SubsetScore*> scores;
+    for (const DrawResult& d : r.draws)
+      scores.push_back(&d.byQuality.at(level));
+    SubsetSummary summary = summarise(scores);
+    summary.level = r.byQuality[level].level;
+    r.byQuality[level] = std::move(summary);
+  }
+  for (std::size_t k = 0; k < r.sweepResults.size(); ++k) {
+    std::vector<const SubsetScore*> scores;
+    for (const DrawResult& d : r.draws)
+      scores.push_back(&d.sweep.at(k));
+    SubsetSummary summary = summarise(scores);
+    summary.severity = r.sweepResults[k].severity;
+    r.sweepResults[k] = std::move(summary);
+  }
 }
 
 nlohmann::json meanStdJson(const MeanStd& m) {
   return {{"mean", m.mean}, {"std", m.std}, {"n", m.count}};
+}
+
+nlohmann::json optionalJson(const std::optional<double>& value) {
+  return value ? nlohmann::json(*value) : nlohmann::json(nullptr);
+}
+
+nlohmann::json optionalJson(const std::optional<MeanStd>& value) {
+  return value ? meanStdJson(*value) : nlohmann::json(nullptr);
+}
+
+// The counts and the metrics a label reports for a subset: AUC for binary labels, accuracy and kappa for all.
+template <typename Subset>
+nlohmann::json subsetJson(const Subset& s, bool graded, bool counts) {
+  nlohmann::json json = nlohmann::json::object();
+  if (counts) {
+    json["images"] = s.images;
+    if (graded)
+      json["classCounts"] = s.classCounts;
+    else
+      json["positives"] = s.positives();
+  }
+  if (!graded)
+    json["auc"] = optionalJson(s.auc);
+  json["accuracy"] = optionalJson(s.accuracy);
+  json["kappa"] = optionalJson(s.kappa);
+  if (!s.missing.empty())
+    json["missing"] = s.missing;
+  return json;
+}
+
+std::string numberText(double value) {
+  std::ostringstream out;
+  out.imbue(std::locale::classic());
+  out << value;
+  return out.str();
 }
 
 }  // namespace
@@ -409,22 +528,174 @@ nlohmann::json ProtocolConfig::toJson() const {
   std::vector<std::string> budgetTexts;
   for (const auto& b : budgets)
     budgetTexts.push_back(b.toString());
-  return {{"mode", mode},
-          {"labels", labels},
-          {"budgets", budgetTexts},
-          {"draws", draws},
-          {"seed", seed},
-          {"imageSize", imageSize},
-          {"batchSize", batchSize},
-          {"linearSteps", linearSteps},
-          {"linearLearningRate", linearLearningRate},
-          {"linearWeightDecay", linearWeightDecay},
-          {"finetuneEpochs", finetuneEpochs},
-          {"finetuneOptim", finetuneOptim.toJson()}};
+  nlohmann::json json = {{"mode", mode},
+                         {"labels", labels},
+                         {"budgets", budgetTexts},
+                         {"draws", draws},
+                         {"seed", seed},
+                         {"imageSize", imageSize},
+                         {"batchSize", batchSize},
+                         {"linearSteps", linearSteps},
+                         {"linearLearningRate", linearLearningRate},
+                         {"linearWeightDecay", linearWeightDecay},
+                         {"finetuneEpochs", finetuneEpochs},
+                         {"finetuneOptim", finetuneOptim.toJson()},
+                         {"byQuality", byQuality}};
+  if (sweep)
+    json["sweep"] = sweep->toJson();
+  return json;
 }
 
 std::string EncoderSource::describe() const {
   return directory.empty() ? "random " + architecture : directory;
+}
+
+const std::vector<std::string>& qualityLevels() {
+  static const std::vector<std::string> levels{"good", "usable", "reject", "none"};
+  return levels;
+}
+
+void DegradationSweep::validate() const {
+  if (spec != "composite") {
+    try {
+      degradationKindFromString(spec);
+    } catch (const std::invalid_argument&) {
+      std::string kinds;
+      for (DegradationKind kind : allDegradationKinds())
+        kinds += std::string(", ") + toString(kind);
+      throw std::invalid_argument("unknown degradation sweep \"" + spec + "\": use composite" + kinds);
+    }
+  }
+  if (severities.empty())
+    throw std::invalid_argument("the degradation sweep needs at least one severity");
+  for (double severity : severities) {
+    if (!(severity >= 0 && severity <= 1))
+      throw std::invalid_argument("sweep severity " + numberText(severity) + " is outside [0, 1]");
+  }
+}
+
+DegradationSweep DegradationSweep::parse(const std::string& spec, const std::string& severities) {
+  DegradationSweep sweep;
+  sweep.spec = spec;
+  sweep.severities = parseSeverities(severities);
+  sweep.validate();
+  return sweep;
+}
+
+nlohmann::json DegradationSweep::toJson() const {
+  return {{"spec", spec}, {"severities", severities}};
+}
+
+std::vector<double> parseSeverities(const std::string& text) {
+  std::vector<double> values;
+  std::istringstream items(text);
+  std::string item;
+  while (std::getline(items, item, ',')) {
+    const auto first = item.find_first_not_of(" \t");
+    const auto last = item.find_last_not_of(" \t");
+    const std::string entry = first == std::string::npos ? "" : item.substr(first, last - first + 1);
+    std::istringstream in(entry);
+    in.imbue(std::locale::classic());
+    double value = 0;
+    in >> value;
+    if (entry.empty() || in.fail() || !in.eof())
+      throw std::invalid_argument("sweep severity \"" + entry + "\" (in \"" + text + "\") is not a number");
+    if (!(value >= 0 && value <= 1))
+      throw std::invalid_argument("sweep severity " + entry + " is outside [0, 1]");
+    values.push_back(value);
+  }
+  if (values.empty())
+    throw std::invalid_argument("the degradation sweep needs at least one severity (the list \"" + text +
+                                "\" is empty)");
+  return values;
+}
+
+SweepDegrader::SweepDegrader(DegradationSweep sweep, std::uint64_t seed)
+    : sweep_(std::move(sweep)), seed_(seed) {
+  sweep_.validate();
+  if (sweep_.spec != "composite")
+    kind_ = degradationKindFromString(sweep_.spec);
+}
+
+torch::Tensor SweepDegrader::operator()(const torch::Tensor& images, const std::vector<std::string>& keys,
+                                        double severity) const {
+  if (!(severity >= 0 && severity <= 1))
+    throw std::invalid_argument("sweep severity " + numberText(severity) + " is outside [0, 1]");
+  if (images.dim() != 4 || static_cast<std::int64_t>(keys.size()) != images.size(0)) {
+    throw std::invalid_argument("sweep degradation: " + std::to_string(keys.size()) + " image key(s) for " +
+                                (images.dim() == 4 ? std::to_string(images.size(0)) + " images"
+                                                   : "a tensor that is not [N, C, H, W]"));
+  }
+  DegradationConfig config = radiographDegradation();
+  config.severityMin = severity;
+  config.severityMax = severity;
+  const Degrader degrader(config);
+  const auto height = static_cast<int>(images.size(2));
+  const auto width = static_cast<int>(images.size(3));
+  std::vector<DegradeParams> params;
+  for (const std::string& key : keys) {
+    const std::uint64_t hash = StableHash().add("degradation sweep").add(key).value();
+    std::seed_seq sequence{static_cast<std::uint32_t>(seed_), static_cast<std::uint32_t>(seed_ >> 32),
+                           static_cast<std::uint32_t>(hash), static_cast<std::uint32_t>(hash >> 32)};
+    std::mt19937_64 rng(sequence);
+    std::vector<DegradeParams> one = kind_ ? degrader.drawKind(*kind_, severity, 1, height, width, rng)
+                                           : degrader.drawParams(1, height, width, rng);
+    params.push_back(std::move(one.front()));
+  }
+  return degrader.apply(images, params);
+}
+
+SubsetScore scoreSubset(const torch::Tensor& logits, const std::vector<int>& truth, int classes,
+                        const std::vector<std::size_t>& rows) {
+  if (classes < 2)
+    throw std::invalid_argument("scoreSubset: classes must be at least 2");
+  if (logits.dim() != 2 || logits.size(0) != static_cast<std::int64_t>(truth.size()) ||
+      logits.size(1) != (classes == 2 ? 1 : classes)) {
+    throw std::invalid_argument("scoreSubset: logits must be [" + std::to_string(truth.size()) + ", " +
+                                std::to_string(classes == 2 ? 1 : classes) + "]");
+  }
+  SubsetScore s;
+  s.images = static_cast<int>(rows.size());
+  s.classCounts.assign(static_cast<std::size_t>(classes), 0);
+  std::vector<int> subsetTruth;
+  std::vector<std::int64_t> index;
+  for (std::size_t row : rows) {
+    if (row >= truth.size())
+      throw std::invalid_argument("scoreSubset: row " + std::to_string(row) + " of " +
+                                  std::to_string(truth.size()) + " test images");
+    const int t = truth[row];
+    if (t < 0 || t >= classes)
+      throw std::invalid_argument("scoreSubset: class " + std::to_string(t) + " outside 0.." +
+                                  std::to_string(classes - 1));
+    ++s.classCounts[static_cast<std::size_t>(t)];
+    subsetTruth.push_back(t);
+    index.push_back(static_cast<std::int64_t>(row));
+  }
+  if (rows.empty()) {
+    s.missing = "no test images";
+    return s;
+  }
+  const torch::Tensor selected = logits.to(torch::kCPU).index_select(0, torch::tensor(index, torch::kLong));
+  std::vector<int> predicted;
+  if (classes == 2) {
+    const torch::Tensor p = torch::sigmoid(selected.reshape({-1})).to(torch::kDouble).contiguous();
+    const std::vector<double> scores(p.data_ptr<double>(), p.data_ptr<double>() + p.numel());
+    for (double score : scores)
+      predicted.push_back(score >= 0.5 ? 1 : 0);
+    const int positives = s.classCounts[1];
+    if (positives == 0 || positives == s.images) {
+      s.missing = "only " + std::string(positives == 0 ? "negatives" : "positives") + " (" +
+                  std::to_string(s.images) + " image" + (s.images == 1 ? "" : "s") + "): AUC is undefined";
+    } else {
+      s.auc = rocAuc(scores, subsetTruth);
+    }
+  } else {
+    const torch::Tensor arg = selected.argmax(1).to(torch::kLong).contiguous();
+    predicted.assign(arg.data_ptr<std::int64_t>(), arg.data_ptr<std::int64_t>() + arg.numel());
+  }
+  s.accuracy = accuracy(predicted, subsetTruth);
+  s.kappa = quadraticWeightedKappa(predicted, subsetTruth, classes);
+  return s;
 }
 
 nlohmann::json LabelResult::toJson() const {
@@ -436,6 +707,22 @@ nlohmann::json LabelResult::toJson() const {
     else {
       j["trainPositives"] = d.trainPositives;
       j["auc"] = d.auc;
+    }
+    if (!d.byQuality.empty()) {
+      j["byQuality"] = nlohmann::json::array();
+      for (std::size_t k = 0; k < d.byQuality.size(); ++k) {
+        nlohmann::json level = subsetJson(d.byQuality[k], graded, false);
+        level["level"] = k < byQuality.size() ? byQuality[k].level : std::string();
+        j["byQuality"].push_back(level);
+      }
+    }
+    if (!d.sweep.empty()) {
+      j["sweep"] = nlohmann::json::array();
+      for (std::size_t k = 0; k < d.sweep.size(); ++k) {
+        nlohmann::json point = subsetJson(d.sweep[k], graded, false);
+        point["severity"] = k < sweepResults.size() ? sweepResults[k].severity : 0.0;
+        j["sweep"].push_back(point);
+      }
     }
     draws_.push_back(j);
   }
@@ -452,6 +739,23 @@ nlohmann::json LabelResult::toJson() const {
   else {
     json["testPositives"] = testPositives;
     json["auc"] = meanStdJson(auc);
+  }
+  if (!byQuality.empty()) {
+    json["byQuality"] = nlohmann::json::array();
+    for (const SubsetSummary& level : byQuality) {
+      nlohmann::json entry = subsetJson(level, graded, true);
+      entry["level"] = level.level;
+      json["byQuality"].push_back(entry);
+    }
+  }
+  if (sweep) {
+    nlohmann::json points = nlohmann::json::array();
+    for (const SubsetSummary& point : sweepResults) {
+      nlohmann::json entry = subsetJson(point, graded, true);
+      entry["severity"] = point.severity;
+      points.push_back(entry);
+    }
+    json["sweep"] = {{"spec", sweep->spec}, {"seed", sweepSeed}, {"severities", points}};
   }
   return json;
 }
@@ -476,6 +780,8 @@ ProtocolResult runProtocol(const TrainingSet& set, const storage::ImageCache& ca
     throw std::invalid_argument("name at least one label to evaluate");
   if (config.draws < 1)
     throw std::invalid_argument("draws must be at least 1");
+  if (config.sweep)
+    config.sweep->validate();
   const std::vector<std::string> known = set.findings();
   for (const std::string& label : config.labels) {
     if (std::find(known.begin(), known.end(), label) == known.end()) {
@@ -500,6 +806,20 @@ ProtocolResult runProtocol(const TrainingSet& set, const storage::ImageCache& ca
   for (const auto& [patient, which] : split)
     ++result.splitPatients[which];
 
+  std::optional<SweepDegrader> degrader;
+  if (config.sweep)
+    degrader.emplace(*config.sweep, config.seed);
+  const std::vector<double> severities = config.sweep ? config.sweep->severities : std::vector<double>{};
+  // The sweep's transform at one severity: each image degraded by its own draws (keyed by its resource id).
+  auto degradedAt = [&](double severity) -> BatchTransform {
+    return [&degrader, &set, severity](const torch::Tensor& batch, const std::vector<int>& images) {
+      std::vector<std::string> keys;
+      for (int i : images)
+        keys.push_back(set.images()[static_cast<std::size_t>(i)].resourceId);
+      return (*degrader)(batch, keys, severity);
+    };
+  };
+
   for (std::size_t li = 0; li < config.labels.size(); ++li) {
     const std::string& finding = config.labels[li];
     const Labelled pool = labelledIn(set, split, finding, "train");
@@ -510,6 +830,20 @@ ProtocolResult runProtocol(const TrainingSet& set, const storage::ImageCache& ca
                       " image(s) labelled '" + finding +
                       "', not both classes: AUC is undefined; label more studies or change the split");
     }
+    const auto levels = config.byQuality ? rowsByQuality(set, test.images)
+                                         : std::vector<std::pair<std::string, std::vector<std::size_t>>>{};
+    const std::vector<std::size_t> everyRow = allRows(test.images.size());
+    // Linear probe: the test images' features, encoded once per label in the batches the sweep uses.
+    torch::Tensor testFeatures;
+    if (config.mode == "linear")
+      testFeatures = features.compute(test.images);
+    struct KeptProbe {
+      std::size_t labelResult;  // into `labelResults`
+      std::size_t draw;
+      LinearProbe probe;
+    };
+    std::vector<KeptProbe> probes;  // each draw's linear head, scored on the sweep after the draws
+    std::vector<LabelResult> labelResults;
     for (std::size_t bi = 0; bi < config.budgets.size(); ++bi) {
       LabelResult r;
       r.finding = finding;
@@ -519,7 +853,20 @@ ProtocolResult runProtocol(const TrainingSet& set, const storage::ImageCache& ca
       r.testImages = static_cast<int>(test.images.size());
       r.testPositives = static_cast<int>(std::count(test.targets.begin(), test.targets.end(), 1));
       r.labelledTrainImages = static_cast<int>(pool.images.size());
-      std::vector<double> aucs, accuracies, kappas;
+      for (const auto& [level, rows] : levels) {
+        SubsetSummary summary;
+        summary.level = level;
+        r.byQuality.push_back(summary);
+      }
+      if (config.sweep) {
+        r.sweep = config.sweep;
+        r.sweepSeed = config.seed;
+        for (double severity : severities) {
+          SubsetSummary summary;
+          summary.severity = severity;
+          r.sweepResults.push_back(summary);
+        }
+      }
       for (int draw = 0; draw < config.draws; ++draw) {
         if (cancel && cancel->load())
           throw DataError("cancelled");
@@ -527,9 +874,12 @@ ProtocolResult runProtocol(const TrainingSet& set, const storage::ImageCache& ca
                                       static_cast<std::uint32_t>(bi), static_cast<std::uint32_t>(draw));
         const Labelled subset = drawSubset(pool, classes, config.budgets[bi], finding, rng);
         torch::Tensor testLogits;
+        std::vector<SubsetScore> sweep;
         if (config.mode == "linear") {
-          const LinearProbe probe = fitProbe(features.of(subset.images), subset.targets, classes, config);
-          testLogits = probe.logits(features.of(test.images));
+          LinearProbe probe = fitProbe(features.of(subset.images), subset.targets, classes, config);
+          testLogits = probe.logits(testFeatures);
+          if (config.sweep)
+            probes.push_back({labelResults.size(), static_cast<std::size_t>(draw), std::move(probe)});
         } else {
           const torch::Tensor targets =
               classes == 2
@@ -539,26 +889,60 @@ ProtocolResult runProtocol(const TrainingSet& set, const storage::ImageCache& ca
               finetune(encoder, set, cache, subset.images, targets, classes, config, device, rng, cancel);
           testLogits = predictLogits(*network, encoder.info, set, cache, test.images, config.imageSize,
                                      config.batchSize, device);
+          for (double severity : severities) {
+            if (cancel && cancel->load())
+              throw DataError("cancelled");
+            const torch::Tensor logits =
+                predictLogits(*network, encoder.info, set, cache, test.images, config.imageSize,
+                              config.batchSize, device, degradedAt(severity));
+            sweep.push_back(scoreSubset(logits, test.targets, classes, everyRow));
+          }
         }
         DrawResult d = score(testLogits, test.targets, classes);
         d.trainImages = static_cast<int>(subset.images.size());
         d.trainPositives = static_cast<int>(std::count(subset.targets.begin(), subset.targets.end(), 1));
-        r.draws.push_back(d);
-        aucs.push_back(d.auc);
-        accuracies.push_back(d.accuracy);
-        kappas.push_back(d.kappa);
+        for (const auto& [level, rows] : levels)
+          d.byQuality.push_back(scoreSubset(testLogits, test.targets, classes, rows));
+        d.sweep = std::move(sweep);  // the linear probe's come after the draws
+        r.draws.push_back(std::move(d));
         if (progress) {
+          const DrawResult& last = r.draws.back();
           std::ostringstream line;
           line.precision(3);
           line << finding << " " << r.budget << " draw " << draw + 1 << "/" << config.draws << ": "
-               << d.trainImages << " train images, "
-               << (r.graded ? "kappa " + std::to_string(d.kappa) : "AUC " + std::to_string(d.auc));
+               << last.trainImages << " train images, "
+               << (r.graded ? "kappa " + std::to_string(last.kappa) : "AUC " + std::to_string(last.auc));
           progress(line.str());
         }
+      }
+      labelResults.push_back(std::move(r));
+    }
+    // The linear probe's sweep: the test images encoded once per severity, every kept head scored on them.
+    if (config.mode == "linear") {
+      for (double severity : severities) {
+        if (cancel && cancel->load())
+          throw DataError("cancelled");
+        const torch::Tensor degraded = features.compute(test.images, degradedAt(severity));
+        for (const KeptProbe& kept : probes) {
+          labelResults[kept.labelResult].draws[kept.draw].sweep.push_back(
+              scoreSubset(kept.probe.logits(degraded), test.targets, classes, everyRow));
+        }
+        if (progress)
+          progress(finding + ": test images encoded at " + config.sweep->spec + " severity " +
+                   numberText(severity));
+      }
+    }
+    for (LabelResult& r : labelResults) {
+      std::vector<double> aucs, accuracies, kappas;
+      for (const DrawResult& d : r.draws) {
+        aucs.push_back(d.auc);
+        accuracies.push_back(d.accuracy);
+        kappas.push_back(d.kappa);
       }
       r.auc = meanStd(aucs);
       r.accuracy = meanStd(accuracies);
       r.kappa = meanStd(kappas);
+      summariseSubsets(r);
       result.labels.push_back(std::move(r));
     }
   }

@@ -7,7 +7,10 @@
 //     (standardised; full-batch Adam with weight decay), or fine-tuning: the whole network is trained with
 //     the head (Adam, MedAug's light augmentations);
 //   - per label: AUC on the held-out test patients (binary), accuracy and quadratic-weighted kappa (graded
-//     labels, 0..K-1), mean ± std over the draws.
+//     labels, 0..K-1), mean ± std over the draws;
+//   - optionally (CoMCL, methods.md §2.4) the same metrics per quality level of the test images, and on the
+//     test images degraded synthetically at a list of severities with the head fitted on clean images
+//     (docs/methods/comcl.md, "Evaluation per quality level and degradation sweep").
 #pragma once
 
 #include <atomic>
@@ -23,6 +26,7 @@
 #include "comcl/storage/image_cache.h"
 #include "comcl/storage/index.h"
 #include "comcl/training/dataset.h"
+#include "comcl/training/degrade.h"
 #include "comcl/training/encoder_file.h"
 #include "comcl/training/metrics.h"
 #include "comcl/training/optim.h"
@@ -50,6 +54,49 @@ struct LabelBudget {
   std::string toString() const;
 };
 
+// The quality levels the per-level breakdown always reports, in this order: the plugin's flags good,
+// usable, reject, and "none" for an image without a flag. Any other flag on a test image (the index stores
+// none) would be reported after these, in alphabetical order.
+const std::vector<std::string>& qualityLevels();
+
+// A synthetic degradation sweep of the held-out test images.
+struct DegradationSweep {
+  // "composite": radiographDegradation() (one or two radiograph kinds per image) with the severity of every
+  // step fixed to the sweep's; or the name of one kind (degrade.h, e.g. "blur"), applied alone.
+  std::string spec = "composite";
+  std::vector<double> severities{0, 0.25, 0.5, 0.75, 1};
+
+  // Throws std::invalid_argument naming the value: an unknown spec, no severity, a severity outside [0, 1].
+  void validate() const;
+  // A spec and a comma-separated severity list ("0,0.25,1"), validated.
+  static DegradationSweep parse(const std::string& spec, const std::string& severities);
+  nlohmann::json toJson() const;  // {"spec", "severities"}
+};
+
+// "0,0.25,1" -> {0, 0.25, 1}. Throws std::invalid_argument naming the entry that is not a number in [0, 1],
+// or for an empty list.
+std::vector<double> parseSeverities(const std::string& text);
+
+// Degrades test images as the sweep does. Each image gets its own random draws, from a generator seeded by
+// the protocol seed and the image's key (its resource id) alone: an image is degraded the same way whatever
+// the batch it is in, the label, the draw and the encoder, so every method is measured on the same degraded
+// images. The draws do not depend on the severity either (degrade.h), so along a sweep an image keeps its
+// kinds and shapes and only their strength changes; severity 0 returns the images unchanged.
+class SweepDegrader {
+ public:
+  SweepDegrader(DegradationSweep sweep, std::uint64_t seed);  // validates
+  // images [N, C, H, W] in [0, 1] (any device), one key per image. Throws std::invalid_argument for a
+  // severity outside [0, 1] or a key count that does not match.
+  torch::Tensor operator()(const torch::Tensor& images, const std::vector<std::string>& keys,
+                           double severity) const;
+  const DegradationSweep& sweep() const { return sweep_; }
+
+ private:
+  DegradationSweep sweep_;
+  std::uint64_t seed_;
+  std::optional<DegradationKind> kind_;  // empty: composite
+};
+
 struct ProtocolConfig {
   std::string mode = "linear";  // linear | finetune
   std::vector<std::string> labels;
@@ -66,6 +113,10 @@ struct ProtocolConfig {
   // fine-tuning
   int finetuneEpochs = 20;
   OptimConfig finetuneOptim;  // defaults: Adam 1e-4, constant schedule (set by ProtocolConfig())
+  // Also report the metrics per quality level of the test images (LabelResult::byQuality).
+  bool byQuality = false;
+  // Also score the test images degraded at each severity (LabelResult::sweep), seeded by `seed`.
+  std::optional<DegradationSweep> sweep;
   ProtocolConfig();
   nlohmann::json toJson() const;
 };
@@ -77,12 +128,43 @@ struct EncoderSource {
   std::string describe() const;
 };
 
+// The metrics of one draw's predictions on a subset of the test images: the images of one quality level, or
+// all of them degraded at one severity.
+struct SubsetScore {
+  int images = 0;
+  std::vector<int> classCounts;    // test images per class 0..K-1 (binary: negatives, positives)
+  std::optional<double> auc;       // binary labels only; empty where undefined, `missing` says why
+  std::optional<double> accuracy;  // empty without images
+  std::optional<double> kappa;     // quadratic-weighted (Cohen's kappa for 2 classes); empty without images
+  std::string missing;             // why auc (binary) or every metric (no images) is empty
+  int positives() const { return classCounts.size() > 1 ? classCounts[1] : 0; }
+};
+
+// Scores `logits` (one row per test image: [N, 1] binary, [N, K] graded) on the rows `rows` of the test
+// images, whose truths are `truth` (all N). Never throws for a subset without images or with one class:
+// the metrics that are undefined there stay empty and `missing` says why.
+SubsetScore scoreSubset(const torch::Tensor& logits, const std::vector<int>& truth, int classes,
+                        const std::vector<std::size_t>& rows);
+
 struct DrawResult {
   int trainImages = 0;
   int trainPositives = 0;  // binary labels
   double auc = 0;          // binary
   double accuracy = 0;
-  double kappa = 0;  // graded
+  double kappa = 0;                    // graded
+  std::vector<SubsetScore> byQuality;  // one per LabelResult::byQuality entry
+  std::vector<SubsetScore> sweep;      // one per LabelResult::sweep entry
+};
+
+// A subset's metrics over the draws: mean ± std of each metric over the draws where it is defined.
+struct SubsetSummary {
+  std::string level;    // per quality level: the level
+  double severity = 0;  // in a sweep: the severity
+  int images = 0;
+  std::vector<int> classCounts;
+  std::optional<MeanStd> auc, accuracy, kappa;
+  std::string missing;  // why auc (or everything) is empty
+  int positives() const { return classCounts.size() > 1 ? classCounts[1] : 0; }
 };
 
 struct LabelResult {
@@ -95,6 +177,13 @@ struct LabelResult {
   int labelledTrainImages = 0;  // the pool the draws come from
   std::vector<DrawResult> draws;
   MeanStd auc, accuracy, kappa;
+  std::vector<SubsetSummary> byQuality;     // ProtocolConfig::byQuality: qualityLevels() order, then others
+  std::optional<DegradationSweep> sweep;    // what was swept (ProtocolConfig::sweep)
+  std::uint64_t sweepSeed = 0;              // the seed of its degradations (the protocol's)
+  std::vector<SubsetSummary> sweepResults;  // one per severity of `sweep`, in its order
+  // Binary labels: AUC (and accuracy); graded: accuracy and kappa. "byQuality" and "sweep" when requested,
+  // each subset with its images, positives (binary) or classCounts (graded), mean ± std of AUC (binary),
+  // accuracy and kappa, null with "missing" where undefined; each draw carries its own values.
   nlohmann::json toJson() const;
 };
 
@@ -111,7 +200,11 @@ using ProtocolProgress = std::function<void(const std::string& message)>;
 
 // Runs the protocol. Throws DataError for a label absent from the set, no labelled test images, a budget that
 // keeps no positive (the message says how many it would keep), and TrainingError-like problems from the
-// encoder (ModelError).
+// encoder (ModelError); std::invalid_argument for a bad configuration (a bad sweep among them) before any
+// work. With config.sweep, the linear probe keeps each draw's head and scores it on each severity's features
+// (the test set is encoded once per severity and label); fine-tuning scores each draw's network on every
+// severity before the next draw. The test images are encoded in the same batches clean and degraded, so
+// severity 0 reproduces the clean result exactly.
 ProtocolResult runProtocol(const TrainingSet& set, const storage::ImageCache& cache,
                            const std::map<std::string, std::string>& split, const EncoderSource& encoder,
                            const ProtocolConfig& config, const ProtocolProgress& progress = {},
