@@ -164,6 +164,47 @@ TEST_F(CliTraining, LinearEvaluationSavesAModelThatScoresTheCache) {
   EXPECT_TRUE(contains(score.err, "scored 20 images")) << score.err;
 }
 
+// The supervised-only baseline (random start, fine-tuned) with CoMCL's per-quality and sweep reports.
+TEST_F(CliTraining, EvaluationReportsQualityLevelsAndADegradationSweep) {
+  const std::string json = file("eval-quality.json");
+  const auto r = runComcl("finetune --db " + db() +
+                          " --random --label icu_ever --budget 100% --draws 1 --epochs 1 --image-size 32 "
+                          "--device cpu --by-quality --sweep blur --sweep-severities 0,1 --json " +
+                          json);
+  ASSERT_EQ(r.exitCode, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, ", per quality level, blur degradation sweep at 0 1")) << r.out;
+  EXPECT_TRUE(contains(r.out, "icu_ever 100%, per quality level of the test images:")) << r.out;
+  EXPECT_TRUE(
+      contains(r.out, "icu_ever 100%, test images degraded (blur, seed 0), head fitted on clean images:"))
+      << r.out;
+  const auto results = nlohmann::json::parse(comcl::testing::readText(json));
+  const auto& label = results["labels"][0];
+  ASSERT_GE(label["byQuality"].size(), 4u) << label.dump(1);
+  EXPECT_EQ(label["byQuality"][0]["level"], "good");
+  EXPECT_EQ(label["byQuality"][3]["level"], "none");
+  int images = 0;
+  for (const auto& level : label["byQuality"])
+    images += level["images"].get<int>();
+  EXPECT_EQ(images, label["testImages"].get<int>());
+  EXPECT_EQ(label["sweep"]["spec"], "blur");
+  ASSERT_EQ(label["sweep"]["severities"].size(), 2u);
+  EXPECT_EQ(label["sweep"]["severities"][0]["auc"]["mean"], label["auc"]["mean"]);  // severity 0 is clean
+  EXPECT_EQ(label["sweep"]["severities"][1]["severity"], 1.0);
+  EXPECT_EQ(results["labels"][0]["draws"][0]["sweep"].size(), 2u);
+
+  const std::string eval =
+      "linear-eval --db " + db() + " --random --label icu_ever --image-size 32 --device cpu";
+  const auto kind = runComcl(eval + " --sweep fog");
+  EXPECT_EQ(kind.exitCode, 1);
+  EXPECT_TRUE(contains(kind.err, "unknown degradation sweep \"fog\"")) << kind.err;
+  const auto severity = runComcl(eval + " --sweep composite --sweep-severities 0,2");
+  EXPECT_EQ(severity.exitCode, 1);
+  EXPECT_TRUE(contains(severity.err, "sweep severity 2 is outside [0, 1]")) << severity.err;
+  const auto alone = runComcl(eval + " --sweep-severities 0,1");
+  EXPECT_NE(alone.exitCode, 0);
+  EXPECT_TRUE(contains(alone.err, "--sweep")) << alone.err;
+}
+
 TEST_F(CliTraining, BadRequestsSayWhatIsWrongAndExitNonZero) {
   const auto missing =
       runComcl("pretrain --db " + file("nothing.sqlite") + " --run " + file("r") + " --device cpu");

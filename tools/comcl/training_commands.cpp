@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "comcl/storage/image_cache.h"
@@ -403,7 +404,54 @@ struct EvalOptions {
   std::string jsonOut;
   std::string saveModel;
   int modelVersion = 1;
+  bool byQuality = false;
+  std::string sweep;  // empty: no sweep
+  std::string sweepSeverities = "0,0.25,0.5,0.75,1";
 };
+
+// `text` right-aligned in `width` columns (a UTF-8 character such as ± counts as one).
+std::string column(const std::string& text, std::size_t width) {
+  std::size_t shown = 0;
+  for (unsigned char c : text)
+    shown += (c & 0xc0) != 0x80 ? 1 : 0;
+  return shown >= width ? " " + text : std::string(width - shown, ' ') + text;
+}
+
+std::string cell(const std::optional<MeanStd>& value) {
+  return value ? formatMeanStd(*value) : std::string("-");
+}
+
+// The per-quality-level and degradation-sweep tables of one label and budget.
+void printSubsets(const LabelResult& l) {
+  auto counts = [&l](const SubsetSummary& s) {
+    return std::to_string(s.images) + (l.graded ? "" : " (" + std::to_string(s.positives()) + ")");
+  };
+  auto row = [&l, &counts](const std::string& name, const SubsetSummary& s) {
+    std::cout << "    " << std::left << std::setw(10) << name << std::right << column(counts(s), 12)
+              << column(l.graded ? "-" : cell(s.auc), 16) << column(cell(s.accuracy), 16)
+              << column(cell(s.kappa), 16) << (s.missing.empty() ? "" : "  (" + s.missing + ")") << "\n";
+  };
+  auto header = [](const std::string& first) {
+    std::cout << "    " << std::left << std::setw(10) << first << std::right << column("test (pos)", 12)
+              << column("AUC", 16) << column("accuracy", 16) << column("kappa", 16) << "\n";
+  };
+  if (!l.byQuality.empty()) {
+    std::cout << "  " << l.finding << " " << l.budget << ", per quality level of the test images:\n";
+    header("level");
+    for (const SubsetSummary& s : l.byQuality)
+      row(s.level, s);
+  }
+  if (l.sweep) {
+    std::cout << "  " << l.finding << " " << l.budget << ", test images degraded (" << l.sweep->spec
+              << ", seed " << l.sweepSeed << "), head fitted on clean images:\n";
+    header("severity");
+    for (const SubsetSummary& s : l.sweepResults) {
+      std::ostringstream severity;
+      severity << s.severity;
+      row(severity.str(), s);
+    }
+  }
+}
 
 void printProtocol(const ProtocolResult& r, const std::string& mode) {
   std::cout << "\n"
@@ -430,11 +478,18 @@ void printProtocol(const ProtocolResult& r, const std::string& mode) {
   }
   std::cout << "(mean ± sample std over " << (r.labels.empty() ? 0 : r.labels.front().draws.size())
             << " random label draws; test = held-out patients)\n";
+  for (const LabelResult& l : r.labels) {
+    if (!l.byQuality.empty() || l.sweep)
+      printSubsets(l);
+  }
 }
 
 int runEvaluation(const EvalOptions& o, const std::string& mode) {
   if (o.encoder.empty() == !o.random)
     throw std::invalid_argument("give --encoder DIR (from comcl pretrain) or --random, not both or neither");
+  std::optional<DegradationSweep> sweep;
+  if (!o.sweep.empty())
+    sweep = DegradationSweep::parse(o.sweep, o.sweepSeverities);
   OpenData data = openData(o.data);
   const auto split =
       ensurePatientSplit(*data.index, data.set, SplitConfig{o.trainFraction, o.valFraction, o.seed});
@@ -450,6 +505,8 @@ int runEvaluation(const EvalOptions& o, const std::string& mode) {
   config.batchSize = o.batchSize;
   config.linearSteps = o.steps;
   config.finetuneEpochs = o.epochs;
+  config.byQuality = o.byQuality;
+  config.sweep = sweep;
   if (o.learningRate > 0) {
     config.linearLearningRate = o.learningRate;
     config.finetuneOptim.learningRate = o.learningRate;
@@ -461,7 +518,15 @@ int runEvaluation(const EvalOptions& o, const std::string& mode) {
   std::cout << mode << ": " << source.describe() << " at " << config.imageSize << " px, labels";
   for (const auto& l : o.labels)
     std::cout << " " << l;
-  std::cout << ", " << o.draws << " draws per budget\n";
+  std::cout << ", " << o.draws << " draws per budget";
+  if (o.byQuality)
+    std::cout << ", per quality level";
+  if (sweep) {
+    std::cout << ", " << sweep->spec << " degradation sweep at";
+    for (double s : sweep->severities)
+      std::cout << " " << s;
+  }
+  std::cout << "\n";
   InterruptToCancel interrupts;
   const ProtocolResult result = runProtocol(
       data.set, *data.cache, split, source, config,
@@ -644,6 +709,17 @@ void addTrainingCommands(CLI::App& app, std::vector<Command>& commands) {
                      "Also fit on all labelled training images and write a model directory");
     eval->add_option("--model-version", o.modelVersion, "Version number of the saved model")
         ->check(CLI::Range(1, 1000000));
+    eval->add_flag("--by-quality", o.byQuality,
+                   "Also report AUC, accuracy and kappa per quality level of the test images (good, usable, "
+                   "reject, none)");
+    CLI::Option* sweepOption = eval->add_option(
+        "--sweep", o.sweep,
+        "Also score the test images degraded synthetically, with the head fitted on clean images: composite "
+        "(one or two radiograph degradations per image) or one kind (blur, noise, lowResolution, ...)");
+    eval->add_option("--sweep-severities", o.sweepSeverities,
+                     "Severities of the sweep, comma-separated, each in [0, 1]")
+        ->capture_default_str()
+        ->needs(sweepOption);
     const std::string protocolMode = std::string(mode) == "finetune" ? "finetune" : "linear";
     commands.push_back({eval, [&o, protocolMode] { return runEvaluation(o, protocolMode); }});
   }
