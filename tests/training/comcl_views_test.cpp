@@ -195,6 +195,29 @@ TEST(ComclViewMakerTest, RealLowQualityV4IsLeftUndegraded) {
   EXPECT_FALSE(views.healthyDegradation[1].steps.empty());
 }
 
+TEST_F(ComclViewsTest, TheContactSheetShowsEveryViewOfSomeLesionSamplesWithTheirBoxes) {
+  const ComclRoles roles = rolesFromLabels(set_);
+  const ComclContactSheet sheet =
+      makeComclContactSheet(set_, fixture_.cache(), roles, ComclViewConfig{}, comclAugment(16), 3, 7, 2);
+  ASSERT_EQ(sheet.pixels.sizes(), (std::vector<std::int64_t>{3 * 18 - 2, 8 * 18 - 2}));
+  ASSERT_EQ(sheet.rows.size(), 3u);
+  EXPECT_EQ(ComclContactSheet::columns().size(), 8u);
+  for (const auto& row : sheet.rows) {
+    EXPECT_TRUE(row.at("box").is_array());
+    EXPECT_FALSE(row.at("lowQualityIsReal").get<bool>());
+    EXPECT_TRUE(row.contains("lowQualityDegradation"));
+    EXPECT_FALSE(row.at("lesionDegradation").at("steps").empty());
+  }
+  // The box (0.4..0.6 of a 16 px tile: pixels 6..9) is outlined in white on the first tile.
+  using torch::indexing::Slice;
+  EXPECT_TRUE(torch::all(sheet.pixels.index({Slice(6, 10), 6}) == 1.0).item<bool>());
+  EXPECT_TRUE(torch::equal(sheet.pixels.index({Slice(0, 16), 16}), torch::full({16}, 0.5)));  // the gap
+  EXPECT_TRUE(torch::equal(
+      makeComclContactSheet(set_, fixture_.cache(), roles, ComclViewConfig{}, comclAugment(16), 3, 7, 2)
+          .pixels,
+      sheet.pixels));
+}
+
 // --- pretrain --method comcl
 
 PretrainConfig tinyComcl() {

@@ -18,11 +18,16 @@
 #include "comcl/training/encoder_file.h"
 #include "comcl/training/evaluation.h"
 #include "comcl/training/metrics.h"
+#include "comcl/training/model_io.h"
 #include "comcl/training/pairs.h"
 #include "comcl/training/pretrain.h"
 #include "comcl/training/scorer.h"
 #include "comcl/training/tensor_batch.h"
 #include "commands.h"
+
+#ifdef COMCL_WITH_IMAGING
+#include "comcl/imaging/png.h"
+#endif
 
 namespace comcl::cli {
 
@@ -286,6 +291,112 @@ PretrainConfig pretrainConfigFrom(const PretrainOptions& o, const CLI::App& comm
   return c;
 }
 
+// CoMCL's roles: lesion and healthy images of the training patients (the stored split keeps evaluation
+// patients out), lesion boxes from `source`.
+ComclRoles comclRolesOf(OpenData& data, const std::string& label, const std::string& source) {
+  if (label.empty())
+    throw std::invalid_argument(
+        "CoMCL needs --lesion-label (the finding whose positive images are lesion images)");
+  if (source != "none")
+    throw std::invalid_argument("--lesion-source " + source + " is not available in this build; use none");
+  const auto split = ensurePatientSplit(*data.index, data.set, SplitConfig{});
+  ComclRoles roles = comclRolesFromLabels(data.set, label, &split);
+  roles.validate(data.set.size());
+  return roles;
+}
+
+void printComclRoles(const ComclPlanner& planner, const ComclRoles& roles, const std::string& label,
+                     const std::string& source) {
+  std::cout << "CoMCL roles (" << label << ", training patients): " << roles.lesionImages.size()
+            << " lesion images (" << planner.lesionHighQuality() << " high / " << planner.lesionLowQuality()
+            << " real low quality), " << roles.healthyImages.size() << " healthy images ("
+            << planner.healthyHighQuality() << " high / " << planner.healthyLowQuality()
+            << " real low quality); lesion boxes: " << source << ", "
+            << roles.lesionImages.size() - static_cast<std::size_t>(planner.lesionImagesWithoutBox())
+            << " lesion images with a box\n";
+  if (planner.healthyLowQuality() == 0)
+    std::cout << "  no real low-quality healthy image: every low-quality view is a synthetic degradation\n";
+}
+
+struct TrainsetOptions {
+  DataOptions data;
+  std::string method = "comcl";
+  std::string lesionLabel;
+  std::string lesionSource = "none";
+  int imageSize = 128;
+  int batchSize = 16;
+  int examples = 8;
+  double patchFraction = 0.25;
+  std::uint64_t seed = 0;
+  std::string sheet;
+  std::string json;
+};
+
+// What `pretrain --method comcl` would train on, and a contact sheet of example views.
+int runTrainset(const TrainsetOptions& o) {
+  OpenData data = openData(o.data);
+  const ComclRoles roles = comclRolesOf(data, o.lesionLabel, o.lesionSource);
+  PretrainConfig config = PretrainConfig::forMethod("comcl", o.imageSize);
+  config.comcl.views.patchFraction = o.patchFraction;
+  config.batchSize = o.batchSize;
+  const ComclPlanner planner(data.set, roles, config.comcl.views, config.batchSize);
+  std::cout << "CoMCL training set of " << data.set.size() << " images, data " << data.set.snapshotId()
+            << "\n";
+  printComclRoles(planner, roles, o.lesionLabel, o.lesionSource);
+  const std::int64_t samples = planner.stepsPerEpoch() * config.batchSize;
+  const std::int64_t lowQualityViews = samples * config.comcl.views.healthyPerLesion;
+  const double realShare = planner.healthyLowQuality() > 0 ? config.comcl.views.realLowQualityShare : 0.0;
+  const auto realViews =
+      static_cast<std::int64_t>(std::lround(realShare * static_cast<double>(lowQualityViews)));
+  std::cout << "per epoch at batch " << config.batchSize << ": " << planner.stepsPerEpoch() << " steps, "
+            << samples << " lesion samples -> " << samples << " synthetic degraded lesion copies (V2, I_LQ); "
+            << lowQualityViews << " low-quality healthy patches (V4): about " << realViews << " real, "
+            << lowQualityViews - realViews << " synthetic\n";
+  nlohmann::json summary = {
+      {"images", data.set.size()},
+      {"dataSnapshot", data.set.snapshotId()},
+      {"lesionLabel", o.lesionLabel},
+      {"lesionSource", o.lesionSource},
+      {"lesionImages",
+       {{"highQuality", planner.lesionHighQuality()},
+        {"lowQuality", planner.lesionLowQuality()},
+        {"withoutBox", planner.lesionImagesWithoutBox()}}},
+      {"healthyImages",
+       {{"highQuality", planner.healthyHighQuality()}, {"lowQuality", planner.healthyLowQuality()}}},
+      {"perEpoch",
+       {{"batch", config.batchSize},
+        {"steps", planner.stepsPerEpoch()},
+        {"lesionSamples", samples},
+        {"syntheticLesionCopies", samples},
+        {"lowQualityHealthyViews", lowQualityViews},
+        {"realLowQualityHealthyViews", realViews}}},
+      {"views", config.comcl.views.toJson()}};
+  if (!o.sheet.empty()) {
+#ifdef COMCL_WITH_IMAGING
+    const int examples = std::min<int>(o.examples, static_cast<int>(roles.lesionImages.size()));
+    const ComclContactSheet sheet = makeComclContactSheet(data.set, *data.cache, roles, config.comcl.views,
+                                                          config.augment, examples, o.seed);
+    imaging::Image image(static_cast<int>(sheet.pixels.size(1)), static_cast<int>(sheet.pixels.size(0)));
+    std::copy(sheet.pixels.data_ptr<float>(), sheet.pixels.data_ptr<float>() + sheet.pixels.numel(),
+              image.pixels.begin());
+    imaging::writePng(o.sheet, image);
+    summary["contactSheet"] = {
+        {"file", o.sheet}, {"columns", ComclContactSheet::columns()}, {"rows", sheet.rows}};
+    std::cout << "contact sheet: " << o.sheet << " (" << examples << " rows; columns:";
+    for (const std::string& column : ComclContactSheet::columns())
+      std::cout << " | " << column;
+    std::cout << ")\n";
+#else
+    throw std::invalid_argument("--sheet needs the full build (PNG output); this is a training-only build");
+#endif
+  }
+  if (!o.json.empty()) {
+    writeFileAtomically(o.json, summary.dump(2) + "\n");
+    std::cout << "summary: " << o.json << "\n";
+  }
+  return 0;
+}
+
 int runPretrain(const PretrainOptions& o, const CLI::App& command) {
   OpenData data = openData(o.data);
   PretrainConfig config = pretrainConfigFrom(o, command);
@@ -299,24 +410,9 @@ int runPretrain(const PretrainOptions& o, const CLI::App& command) {
   }
   ComclRoles roles;
   if (config.method == "comcl") {
-    if (o.lesionLabel.empty())
-      throw std::invalid_argument(
-          "--method comcl needs --lesion-label (the finding whose positive images are lesion images)");
-    if (o.lesionSource != "none")
-      throw std::invalid_argument("--lesion-source " + o.lesionSource +
-                                  " is not available in this build; use none");
-    // Only training patients' labels choose roles: the stored split keeps evaluation patients out.
-    const auto split = ensurePatientSplit(*data.index, data.set, SplitConfig{});
-    roles = comclRolesFromLabels(data.set, o.lesionLabel, &split);
-    roles.validate(data.set.size());
-    const ComclPlanner planner(data.set, roles, config.comcl.views, config.batchSize);
-    std::cout << "CoMCL roles (" << o.lesionLabel << ", training patients): " << roles.lesionImages.size()
-              << " lesion images (" << planner.lesionHighQuality() << " high / " << planner.lesionLowQuality()
-              << " real low quality), " << roles.healthyImages.size() << " healthy images ("
-              << planner.healthyHighQuality() << " high / " << planner.healthyLowQuality()
-              << " real low quality); lesion boxes: " << o.lesionSource << "\n";
-    if (planner.healthyLowQuality() == 0)
-      std::cout << "  no real low-quality healthy image: every low-quality view is a synthetic degradation\n";
+    roles = comclRolesOf(data, o.lesionLabel, o.lesionSource);
+    printComclRoles(ComclPlanner(data.set, roles, config.comcl.views, config.batchSize), roles, o.lesionLabel,
+                    o.lesionSource);
   }
   const PairStatistics pairs = PositiveSampler(data.set, config.pairs).statistics();
   std::cout << "pre-training " << config.method << " (" << config.pairs.toString() << ", negatives "
@@ -666,6 +762,37 @@ void addTrainingCommands(CLI::App& app, std::vector<Command>& commands) {
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
   commands.push_back({pretrain, [pretrain] { return runPretrain(pre, *pretrain); }});
+
+  static TrainsetOptions trainset;
+  CLI::App* trainsetCommand = app.add_subcommand(
+      "trainset",
+      "Show what CoMCL pre-training would use (lesion/healthy, real/synthetic low quality) and a "
+      "contact sheet of example views");
+  addDataOptions(trainsetCommand, trainset.data);
+  trainsetCommand->add_option("--method", trainset.method, "Only comcl builds a quality-aware training set")
+      ->check(CLI::IsMember({"comcl"}))
+      ->capture_default_str();
+  trainsetCommand
+      ->add_option("--lesion-label", trainset.lesionLabel,
+                   "The finding whose positive images are lesion images (0: healthy images)")
+      ->required();
+  trainsetCommand->add_option("--lesion-source", trainset.lesionSource, "Where lesion boxes come from")
+      ->capture_default_str();
+  trainsetCommand->add_option("--image-size", trainset.imageSize, "View size (px)")
+      ->capture_default_str()
+      ->check(CLI::Range(8, 1024));
+  trainsetCommand->add_option("--batch-size", trainset.batchSize, "Lesion samples per step")
+      ->capture_default_str()
+      ->check(CLI::Range(2, 65536));
+  trainsetCommand->add_option("--patch-fraction", trainset.patchFraction, "Patch window side / image side")
+      ->check(CLI::Range(0.01, 1.0));
+  trainsetCommand->add_option("--examples", trainset.examples, "Rows of the contact sheet")
+      ->capture_default_str()
+      ->check(CLI::Range(2, 64));
+  trainsetCommand->add_option("--sheet", trainset.sheet, "Write a contact sheet of example views (PNG)");
+  trainsetCommand->add_option("--json", trainset.json, "Write the summary (and the sheet's rows) as JSON");
+  trainsetCommand->add_option("--seed", trainset.seed, "Seed of the example draws");
+  commands.push_back({trainsetCommand, [] { return runTrainset(trainset); }});
 
   for (const char* mode : {"linear-eval", "finetune"}) {
     static EvalOptions options[2];

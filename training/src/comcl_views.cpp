@@ -1,5 +1,7 @@
 #include "comcl/training/comcl_views.h"
 
+#include <torch/nn/functional/upsampling.h>
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -329,6 +331,77 @@ ComclViews ComclViewMaker::operator()(const ComclStepImages& images, std::mt1993
   }
   views.lowQualityHealthy = augment_.apply(lowQuality, v4);
   return views;
+}
+
+const std::vector<std::string>& ComclContactSheet::columns() {
+  static const std::vector<std::string> names{
+      "image and box", "V1 lesion",           "V1' second window", "V2 low-quality lesion",
+      "I_HQ image",    "I_LQ degraded image", "V3 healthy",        "V4 low-quality healthy"};
+  return names;
+}
+
+ComclContactSheet makeComclContactSheet(const TrainingSet& set, const storage::ImageCache& cache,
+                                        const ComclRoles& roles, const ComclViewConfig& config,
+                                        const AugmentConfig& augment, int examples, std::uint64_t seed,
+                                        int gap) {
+  const ComclPlanner planner(set, roles, config, examples);
+  std::mt19937_64 rng(seed);
+  const ComclStepPlan plan = planner.planEpoch(rng).front();
+  const ComclStepImages images = loadComclStep(set, cache, roles, plan, false);
+  const ComclViews views = ComclViewMaker(config, augment)(images, rng);
+  const std::int64_t v = augment.outputSize;
+
+  // The whole lesion image at the view size with its box outlined in white.
+  namespace F = torch::nn::functional;
+  torch::Tensor whole = F::interpolate(images.lesionImages, F::InterpolateFuncOptions()
+                                                                .size(std::vector<std::int64_t>{v, v})
+                                                                .mode(torch::kBilinear)
+                                                                .align_corners(false));
+  const auto boxes = images.lesionBoxes.accessor<float, 2>();
+  ComclContactSheet sheet;
+  std::vector<torch::Tensor> rows;
+  const auto pixel = [v](float u) {
+    return std::clamp<std::int64_t>(static_cast<std::int64_t>(u * v), 0, v - 1);
+  };
+  for (std::int64_t i = 0; i < whole.size(0); ++i) {
+    nlohmann::json row = {
+        {"lesionImage",
+         set.images()[static_cast<std::size_t>(plan.lesion[static_cast<std::size_t>(i)])].resourceId},
+        {"lesionDegradation", views.lesionDegradation[static_cast<std::size_t>(i)].toJson()},
+        {"healthyImage",
+         set.images()[static_cast<std::size_t>(plan.healthy[static_cast<std::size_t>(i)])].resourceId},
+        {"lowQualityImage",
+         set.images()[static_cast<std::size_t>(plan.lowQuality[static_cast<std::size_t>(i)])].resourceId},
+        {"lowQualityIsReal", static_cast<bool>(plan.lowQualityIsReal[static_cast<std::size_t>(i)])},
+        {"box", nullptr}};
+    if (!plan.lowQualityIsReal[static_cast<std::size_t>(i)])
+      row["lowQualityDegradation"] = views.healthyDegradation[static_cast<std::size_t>(i)].toJson();
+    if (boxes[i][0] >= 0) {
+      row["box"] = {boxes[i][0], boxes[i][1], boxes[i][2], boxes[i][3]};
+      const std::int64_t x0 = pixel(boxes[i][0]), y0 = pixel(boxes[i][1]), x1 = pixel(boxes[i][2]),
+                         y1 = pixel(boxes[i][3]);
+      using torch::indexing::Slice;
+      whole.index_put_({i, Slice(), Slice(y0, y1 + 1), x0}, 1.0);
+      whole.index_put_({i, Slice(), Slice(y0, y1 + 1), x1}, 1.0);
+      whole.index_put_({i, Slice(), y0, Slice(x0, x1 + 1)}, 1.0);
+      whole.index_put_({i, Slice(), y1, Slice(x0, x1 + 1)}, 1.0);
+    }
+    sheet.rows.push_back(row);
+    std::vector<torch::Tensor> tiles;
+    for (const torch::Tensor& view :
+         {whole, views.lesion, views.lesionSecond, views.lowQualityLesion, views.image, views.lowQualityImage,
+          views.healthy, views.lowQualityHealthy}) {
+      if (!tiles.empty())
+        tiles.push_back(torch::full({v, static_cast<std::int64_t>(gap)}, 0.5));
+      tiles.push_back(view[i].mean(0).to(torch::kCPU, torch::kFloat32));  // grey
+    }
+    if (!rows.empty())
+      rows.push_back(
+          torch::full({static_cast<std::int64_t>(gap), 8 * v + 7 * static_cast<std::int64_t>(gap)}, 0.5));
+    rows.push_back(torch::cat(tiles, 1));
+  }
+  sheet.pixels = torch::cat(rows, 0).clamp(0, 1).contiguous();
+  return sheet;
 }
 
 }  // namespace comcl::training

@@ -152,4 +152,21 @@ class ComclViewMaker {
   Degrader degrade_;
 };
 
+// A picture of what CoMCL will train on, for a person to check before training (`comcl trainset`): one row
+// per lesion sample of the first step of an epoch, one column per view, `gap` pixels of mid grey between.
+struct ComclContactSheet {
+  torch::Tensor pixels;  // float [rows * (V + gap) - gap, 8 * (V + gap) - gap] in [0, 1], CPU
+  // Per row: the lesion image's resource id, its box (or null), what its degraded copy got, the healthy
+  // images' resource ids and whether V4 is a real low-quality image or what degraded it.
+  nlohmann::json rows = nlohmann::json::array();
+  // "image and box", "V1 lesion", "V1' second window", "V2 low-quality lesion", "I_HQ image",
+  // "I_LQ degraded image", "V3 healthy", "V4 low-quality healthy"
+  static const std::vector<std::string>& columns();
+};
+// Throws DataError as ComclPlanner does (examples is the batch: 2..lesion images).
+ComclContactSheet makeComclContactSheet(const TrainingSet& set, const storage::ImageCache& cache,
+                                        const ComclRoles& roles, const ComclViewConfig& config,
+                                        const AugmentConfig& augment, int examples, std::uint64_t seed,
+                                        int gap = 2);
+
 }  // namespace comcl::training
