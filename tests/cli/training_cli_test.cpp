@@ -205,6 +205,48 @@ TEST_F(CliTraining, EvaluationReportsQualityLevelsAndADegradationSweep) {
   EXPECT_TRUE(contains(alone.err, "--sweep")) << alone.err;
 }
 
+// CoMCL on the MHH films with `death` as the lesion label: the training set summary and its contact sheet,
+// a short pre-training run, and the messages for a label without healthy images and a missing label.
+TEST_F(CliTraining, ComclShowsItsTrainingSetAndPretrains) {
+  const std::string sheet = file("comcl-views.png"), json = file("comcl-trainset.json");
+  const auto shown = runComcl("trainset --method comcl --db " + db() +
+                              " --lesion-label death --lesion-source none --image-size 32 --batch-size 8 "
+                              "--examples 4 --sheet " +
+                              sheet + " --json " + json);
+  ASSERT_EQ(shown.exitCode, 0) << shown.out << shown.err;
+  EXPECT_TRUE(contains(shown.out, "CoMCL roles (death, training patients)")) << shown.out;
+  EXPECT_TRUE(contains(shown.out, "synthetic degraded lesion copies")) << shown.out;
+  ASSERT_TRUE(fs::exists(sheet));
+  std::ifstream in(sheet, std::ios::binary);
+  char magic[4] = {};
+  in.read(magic, 4);
+  EXPECT_EQ(std::string(magic + 1, 3), "PNG");
+  const auto summary = nlohmann::json::parse(std::ifstream(json));
+  const int lesion = summary.at("lesionImages").at("highQuality").get<int>() +
+                     summary.at("lesionImages").at("lowQuality").get<int>();
+  EXPECT_GT(lesion, 8);
+  EXPECT_LT(lesion, 48);  // training patients only, of the 48 films labelled death = 1
+  EXPECT_EQ(summary.at("contactSheet").at("rows").size(), 4u);
+  EXPECT_EQ(summary.at("perEpoch").at("lesionSamples").get<int>() % 8, 0);
+
+  const auto trained =
+      runComcl("pretrain --db " + db() + " --run " + file("comcl-run") +
+               " --method comcl --lesion-label death --lesion-source none --epochs 1 "
+               "--batch-size 8 --image-size 32 --queue-size 32 --seed 2 --quiet --device cpu");
+  ASSERT_EQ(trained.exitCode, 0) << trained.out << trained.err;
+  EXPECT_TRUE(contains(trained.out, "making views")) << trained.out;
+  EXPECT_TRUE(fs::exists(file("comcl-run") + "/encoder/encoder.pth"));
+
+  const auto noHealthy = runComcl("pretrain --db " + db() + " --run " + file("comcl-bad") +
+                                  " --method comcl --lesion-label covid19 --lesion-source none --device cpu");
+  EXPECT_NE(noHealthy.exitCode, 0);
+  EXPECT_TRUE(contains(noHealthy.err, "healthy images")) << noHealthy.err;
+  const auto noLabel = runComcl("pretrain --db " + db() + " --run " + file("comcl-bad") + " --method comcl");
+  EXPECT_NE(noLabel.exitCode, 0);
+  EXPECT_TRUE(contains(noLabel.err, "--lesion-label")) << noLabel.err;
+  EXPECT_FALSE(fs::exists(file("comcl-bad") + "/checkpoint.pt"));
+}
+
 TEST_F(CliTraining, BadRequestsSayWhatIsWrongAndExitNonZero) {
   const auto missing =
       runComcl("pretrain --db " + file("nothing.sqlite") + " --run " + file("r") + " --device cpu");
