@@ -236,6 +236,13 @@ TEST_F(CliTraining, ComclShowsItsTrainingSetAndPretrains) {
   ASSERT_EQ(trained.exitCode, 0) << trained.out << trained.err;
   EXPECT_TRUE(contains(trained.out, "making views")) << trained.out;
   EXPECT_TRUE(fs::exists(file("comcl-run") + "/encoder/encoder.pth"));
+  EXPECT_TRUE(fs::exists(file("comcl-run") + "/lesions.json"));  // the roles a resume reuses
+  const auto otherLabel =
+      runComcl("pretrain --db " + db() + " --run " + file("comcl-run") +
+               " --method comcl --lesion-label icu_ever --lesion-source none --epochs 1 "
+               "--batch-size 8 --image-size 32 --queue-size 32 --seed 2 --quiet --device cpu");
+  EXPECT_NE(otherLabel.exitCode, 0);
+  EXPECT_TRUE(contains(otherLabel.err, "use the same settings or a new run directory")) << otherLabel.err;
 
   const auto noHealthy = runComcl("pretrain --db " + db() + " --run " + file("comcl-bad") +
                                   " --method comcl --lesion-label covid19 --lesion-source none --device cpu");

@@ -78,6 +78,22 @@ TEST_F(ComclViewsTest, RolesThatCannotTrainAreRefusedWithWhatToDo) {
   EXPECT_NO_THROW(roles.validate(set_.size()));
 }
 
+TEST_F(ComclViewsTest, RolesRoundTripThroughJsonAndMalformedOnesAreRefused) {
+  ComclRoles roles = rolesFromLabels(set_);
+  roles.boxes[static_cast<std::size_t>(roles.lesionImages[1])].push_back({0.1f, 0.2f, 0.3f, 0.4f});
+  const ComclRoles back = ComclRoles::fromJson(roles.toJson(), set_.size());
+  EXPECT_EQ(back.lesionImages, roles.lesionImages);
+  EXPECT_EQ(back.healthyImages, roles.healthyImages);
+  ASSERT_EQ(back.boxes.size(), roles.boxes.size());
+  EXPECT_EQ(back.boxes[static_cast<std::size_t>(roles.lesionImages[1])].size(), 2u);
+  EXPECT_FLOAT_EQ(back.boxes[static_cast<std::size_t>(roles.lesionImages[1])][1].y1, 0.4f);
+  EXPECT_NE(dataErrorOf([&] { ComclRoles::fromJson(roles.toJson(), 3); }).find("the set has 3"),
+            std::string::npos);
+  EXPECT_NE(
+      dataErrorOf([&] { ComclRoles::fromJson(nlohmann::json::object(), set_.size()); }).find("malformed"),
+      std::string::npos);
+}
+
 TEST_F(ComclViewsTest, AnEpochUsesEveryLesionImageOnceAndDrawsHealthyImagesFromTheirRoles) {
   const ComclRoles roles = rolesFromLabels(set_);
   ComclViewConfig config;

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -32,6 +33,8 @@
 namespace comcl::cli {
 
 namespace {
+
+namespace fs = std::filesystem;
 
 using namespace comcl::training;
 
@@ -397,6 +400,34 @@ int runTrainset(const TrainsetOptions& o) {
   return 0;
 }
 
+// A CoMCL run's roles: made once and kept in the run directory (lesions.json), so that a resumed run trains
+// on exactly the same lesion boxes (lesion proposals need not repeat bit for bit on a GPU).
+ComclRoles runComclRoles(OpenData& data, const PretrainOptions& o) {
+  const fs::path saved = fs::path(o.run) / "lesions.json";
+  if (fs::exists(saved)) {
+    nlohmann::json json;
+    std::ifstream(saved) >> json;
+    if (json.value("label", "") != o.lesionLabel || json.value("source", "") != o.lesionSource ||
+        json.value("dataSnapshot", "") != data.set.snapshotId()) {
+      throw std::invalid_argument("the run in " + o.run + " chose its lesion images with --lesion-label " +
+                                  json.value("label", "?") + " --lesion-source " + json.value("source", "?") +
+                                  " on data " + json.value("dataSnapshot", "?") +
+                                  "; use the same settings or a new run directory");
+    }
+    std::cout << "lesion roles and boxes of this run: " << saved.string() << "\n";
+    return ComclRoles::fromJson(json.at("roles"), data.set.size());
+  }
+  ComclRoles roles = comclRolesOf(data, o.lesionLabel, o.lesionSource);
+  fs::create_directories(o.run);
+  writeFileAtomically(saved.string(), nlohmann::json{{"label", o.lesionLabel},
+                                                     {"source", o.lesionSource},
+                                                     {"dataSnapshot", data.set.snapshotId()},
+                                                     {"roles", roles.toJson()}}
+                                              .dump() +
+                                          "\n");
+  return roles;
+}
+
 int runPretrain(const PretrainOptions& o, const CLI::App& command) {
   OpenData data = openData(o.data);
   PretrainConfig config = pretrainConfigFrom(o, command);
@@ -410,7 +441,7 @@ int runPretrain(const PretrainOptions& o, const CLI::App& command) {
   }
   ComclRoles roles;
   if (config.method == "comcl") {
-    roles = comclRolesOf(data, o.lesionLabel, o.lesionSource);
+    roles = runComclRoles(data, o);
     printComclRoles(ComclPlanner(data.set, roles, config.comcl.views, config.batchSize), roles, o.lesionLabel,
                     o.lesionSource);
   }

@@ -78,6 +78,42 @@ void ComclRoles::validate(std::size_t setSize) const {
   }
 }
 
+nlohmann::json ComclRoles::toJson() const {
+  nlohmann::json boxesJson = nlohmann::json::object();
+  for (std::size_t i = 0; i < boxes.size(); ++i) {
+    if (boxes[i].empty())
+      continue;
+    nlohmann::json list = nlohmann::json::array();
+    for (const PatchBox& b : boxes[i])
+      list.push_back({b.x0, b.y0, b.x1, b.y1});
+    boxesJson[std::to_string(i)] = list;
+  }
+  return {{"lesionImages", lesionImages}, {"healthyImages", healthyImages}, {"boxes", boxesJson}};
+}
+
+ComclRoles ComclRoles::fromJson(const nlohmann::json& json, std::size_t setSize) {
+  ComclRoles roles;
+  try {
+    roles.lesionImages = json.at("lesionImages").get<std::vector<int>>();
+    roles.healthyImages = json.at("healthyImages").get<std::vector<int>>();
+    roles.boxes.resize(setSize);
+    for (const auto& [key, list] : json.at("boxes").items()) {
+      const std::size_t image = std::stoul(key);
+      if (image >= setSize)
+        throw DataError("lesion boxes for image " + key + ", the set has " + std::to_string(setSize));
+      for (const auto& b : list)
+        roles.boxes[image].push_back(
+            {b.at(0).get<float>(), b.at(1).get<float>(), b.at(2).get<float>(), b.at(3).get<float>()});
+    }
+  } catch (const DataError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw DataError(std::string("malformed CoMCL roles: ") + e.what());
+  }
+  roles.validate(setSize);
+  return roles;
+}
+
 ComclRoles comclRolesFromLabels(const TrainingSet& set, const std::string& label,
                                 const std::map<std::string, std::string>* split) {
   ComclRoles roles;

@@ -47,6 +47,10 @@ struct ComclRoles {
   // Throws DataError with what to do: no lesion image (CoMCL needs some; MedAug needs none), no healthy
   // image, an index outside the set, an image in both roles, a box outside [0, 1] or empty.
   void validate(std::size_t setSize) const;
+  // {"lesionImages": [...], "healthyImages": [...], "boxes": {"<image>": [[x0, y0, x1, y1], ...]}}: a run
+  // keeps its roles (lesions.json) so that a resume uses exactly the same boxes.
+  nlohmann::json toJson() const;
+  static ComclRoles fromJson(const nlohmann::json& json, std::size_t setSize);  // DataError when malformed
 };
 
 // The views' augmentation (every view, patches and whole images, is outputSize x outputSize): crop scale
