@@ -1,7 +1,10 @@
 #include "comcl/storage/index.h"
 
 #include <algorithm>
+#include <cmath>
+#include <sstream>
 #include <stdexcept>
+#include <tuple>
 
 #include "comcl/storage/schema.h"
 
@@ -248,6 +251,56 @@ TrainingRunRecord readRun(const Statement& s) {
   }
   return r;
 }
+
+std::string describeBox(const LesionBoxRecord& b) {
+  std::ostringstream text;
+  text << "lesion box (" << b.x0 << ", " << b.y0 << ", " << b.x1 << ", " << b.y1 << ") of '" << b.finding
+       << "' on instance " << b.resourceId;
+  return text.str();
+}
+
+// Throws std::invalid_argument unless the box lies inside an image of cols x rows pixels.
+void validateBox(const LesionBoxRecord& b, std::int64_t cols, std::int64_t rows) {
+  if (b.finding.empty())
+    throw std::invalid_argument(describeBox(b) + ": the finding is empty");
+  if (!(b.confidence >= 0 && b.confidence <= 1))
+    throw std::invalid_argument(describeBox(b) + ": confidence " + std::to_string(b.confidence) +
+                                " is not in 0..1");
+  if (cols <= 0 || rows <= 0)
+    throw std::invalid_argument(describeBox(b) + ": the image's size is unknown (not decoded?)");
+  const bool finite =
+      std::isfinite(b.x0) && std::isfinite(b.y0) && std::isfinite(b.x1) && std::isfinite(b.y1);
+  const auto width = static_cast<double>(cols);
+  const auto height = static_cast<double>(rows);
+  if (!finite || b.x0 < 0 || b.y0 < 0 || b.x1 > width || b.y1 > height || b.x1 <= b.x0 || b.y1 <= b.y0) {
+    const std::string c = std::to_string(cols);
+    const std::string r = std::to_string(rows);
+    throw std::invalid_argument(describeBox(b) + " is outside the image of " + c + "x" + r +
+                                " pixels (needs 0 <= x0 < x1 <= " + c + " and 0 <= y0 < y1 <= " + r + ")");
+  }
+}
+
+LesionBoxRecord readBox(const Statement& s) {
+  LesionBoxRecord b;
+  b.instanceId = s.columnInt(0);
+  b.resourceId = s.columnText(1);
+  b.finding = s.columnText(2);
+  b.x0 = s.columnDouble(3);
+  b.y0 = s.columnDouble(4);
+  b.x1 = s.columnDouble(5);
+  b.y1 = s.columnDouble(6);
+  b.confidence = s.columnDouble(7);
+  b.source = s.columnText(8);
+  return b;
+}
+
+#define COMCL_SELECT_BOXES                                                                              \
+  "SELECT b.instance_id, i.resource_id, b.finding, b.x0, b.y0, b.x1, b.y1, b.confidence, b.source FROM" \
+  " lesion_boxes b JOIN instances i ON i.id = b.instance_id "
+const char* const kSelectBoxesOfFinding =
+    COMCL_SELECT_BOXES "WHERE b.finding = ? ORDER BY b.instance_id, b.id";
+const char* const kSelectAllBoxes = COMCL_SELECT_BOXES "ORDER BY b.finding, b.instance_id, b.id";
+#undef COMCL_SELECT_BOXES
 
 }  // namespace
 
@@ -788,6 +841,68 @@ std::vector<LabelRecord> Index::allLabels() {
                       get->columnText(4)});
   }
   return result;
+}
+
+// --- lesion boxes
+
+void Index::putLesionBoxes(const std::vector<LesionBoxRecord>& boxes) {
+  std::lock_guard lock(mutex_);
+  Transaction transaction(connection_);
+  std::set<std::tuple<std::int64_t, std::string, std::string>> cleared;  // (instance, finding, source)
+  for (const LesionBoxRecord& box : boxes) {
+    std::int64_t id = 0;
+    {
+      Use find(cached("SELECT id, image_cols, image_rows FROM instances WHERE resource_id = ?"));
+      find->bind(1, box.resourceId);
+      if (!find->step())
+        throw std::invalid_argument(describeBox(box) + ": no such instance in the index");
+      id = find->columnInt(0);
+      validateBox(box, find->columnInt(1), find->columnInt(2));
+    }
+    if (cleared.emplace(id, box.finding, box.source).second) {
+      Use clear(cached("DELETE FROM lesion_boxes WHERE instance_id = ? AND finding = ? AND source = ?"));
+      clear->bind(1, id).bind(2, box.finding).bind(3, box.source).run();
+    }
+    Use put(cached(
+        "INSERT INTO lesion_boxes (instance_id, finding, x0, y0, x1, y1, confidence, source, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, " COMCL_NOW ")"));
+    put->bind(1, id)
+        .bind(2, box.finding)
+        .bind(3, box.x0)
+        .bind(4, box.y0)
+        .bind(5, box.x1)
+        .bind(6, box.y1)
+        .bind(7, box.confidence)
+        .bind(8, box.source)
+        .run();
+  }
+  transaction.commit();
+}
+
+std::vector<LesionBoxRecord> Index::lesionBoxes(std::string_view finding) {
+  std::lock_guard lock(mutex_);
+  Use get(cached(kSelectBoxesOfFinding));
+  get->bind(1, finding);
+  std::vector<LesionBoxRecord> result;
+  while (get->step())
+    result.push_back(readBox(*get));
+  return result;
+}
+
+std::vector<LesionBoxRecord> Index::allLesionBoxes() {
+  std::lock_guard lock(mutex_);
+  Use get(cached(kSelectAllBoxes));
+  std::vector<LesionBoxRecord> result;
+  while (get->step())
+    result.push_back(readBox(*get));
+  return result;
+}
+
+std::int64_t Index::removeLesionBoxes(std::string_view finding, std::string_view source) {
+  std::lock_guard lock(mutex_);
+  Use remove(cached("DELETE FROM lesion_boxes WHERE finding = ? AND source = ?"));
+  remove->bind(1, finding).bind(2, source).run();
+  return connection_.changes();
 }
 
 // --- predictions

@@ -160,6 +160,24 @@ CREATE TABLE study_annotations (
 ) WITHOUT ROWID;
 CREATE INDEX study_annotations_sr ON study_annotations (sr_instance_id);
 )sql",
+      // v3: lesion boxes supplied with labels (CoMCL's lesion patches), in the original image's pixels.
+      R"sql(
+CREATE TABLE lesion_boxes (
+  id          INTEGER PRIMARY KEY,
+  instance_id INTEGER NOT NULL REFERENCES instances (id) ON DELETE CASCADE,
+  finding     TEXT    NOT NULL CHECK (finding <> ''),
+  x0          REAL    NOT NULL CHECK (x0 >= 0),
+  y0          REAL    NOT NULL CHECK (y0 >= 0),
+  x1          REAL    NOT NULL,
+  y1          REAL    NOT NULL,
+  confidence  REAL    NOT NULL DEFAULT 1 CHECK (confidence >= 0 AND confidence <= 1),
+  source      TEXT    NOT NULL DEFAULT '',
+  created_at  TEXT    NOT NULL,
+  CHECK (x1 > x0 AND y1 > y0)
+);
+CREATE INDEX lesion_boxes_finding ON lesion_boxes (finding, instance_id);
+CREATE INDEX lesion_boxes_instance ON lesion_boxes (instance_id, finding, source);
+)sql",
   };
   return scripts;
 }

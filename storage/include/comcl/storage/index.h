@@ -1,7 +1,7 @@
 // The comcl index: one SQLite database holding what the plugin and the CLI know about each stored image
-// (metadata, decode status, cache slot), its quality, labels, predictions, the patient-level split, model
-// versions, training runs and the change cursor. Thread-safe: every public call is serialised on one mutex,
-// and every multi-row change runs in one transaction.
+// (metadata, decode status, cache slot), its quality, labels, lesion boxes, predictions, the patient-level
+// split, model versions, training runs and the change cursor. Thread-safe: every public call is serialised on
+// one mutex, and every multi-row change runs in one transaction.
 #pragma once
 
 #include <cstdint>
@@ -128,6 +128,21 @@ struct StudyAnnotationRecord {
   std::string annotatedAt;   // ISO-8601 UTC; set to now by putStudyAnnotation when empty
 };
 
+// A lesion's bounding box on one image, supplied with the labels (CoMCL's lesion patches are cropped
+// around such boxes). Coordinates are in the ORIGINAL image's pixels: x in 0..cols to the right, y in
+// 0..rows down, edges of pixels (a box covering the whole image is 0, 0, cols, rows), x0 < x1, y0 < y1.
+struct LesionBoxRecord {
+  std::int64_t instanceId = 0;  // row id; set by the reads, ignored by putLesionBoxes (resourceId is used)
+  std::string resourceId;       // the instance the box lies on
+  std::string finding;          // e.g. "Nodule"
+  double x0 = 0;
+  double y0 = 0;
+  double x1 = 0;
+  double y1 = 0;
+  double confidence = 1;  // 0..1; 1 for boxes drawn by a reader
+  std::string source;     // where it came from ("boxes:<file>", a user, a detector's name)
+};
+
 // Orthanc's resource levels, for removing everything under a deleted resource.
 enum class ResourceLevel { Patient, Study, Series, Instance };
 
@@ -213,6 +228,20 @@ class Index {
   void putLabels(const std::vector<LabelRecord>& labels);
   std::vector<LabelRecord> labels(std::string_view scope, std::string_view key);
   std::vector<LabelRecord> allLabels();  // ordered by scope, key, finding
+
+  // --- lesion boxes (ON DELETE CASCADE: they go with their instance row)
+  // Stores the boxes in one transaction, all or nothing. For every (instance, finding, source) that occurs
+  // in `boxes`, the boxes stored before under that triple are replaced by the ones given (other sources'
+  // boxes stay). Throws std::invalid_argument, writing nothing, for an unknown instance, an empty finding,
+  // a confidence outside 0..1 or a box outside its image (a negative or non-finite coordinate, x1 beyond
+  // cols or y1 beyond rows, x1 <= x0, y1 <= y0, or an image whose size is unknown); the message names the
+  // instance and the box.
+  void putLesionBoxes(const std::vector<LesionBoxRecord>& boxes);
+  // The boxes of one finding, by instance row id, then in the order they were stored.
+  std::vector<LesionBoxRecord> lesionBoxes(std::string_view finding);
+  std::vector<LesionBoxRecord> allLesionBoxes();  // by finding, instance row id, then storage order
+  // Removes every box of that finding and source; returns how many went.
+  std::int64_t removeLesionBoxes(std::string_view finding, std::string_view source);
 
   // --- predictions
   void putPredictions(const std::vector<PredictionRecord>& predictions);
