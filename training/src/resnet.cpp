@@ -126,12 +126,16 @@ ResNet::ResNet(int depth, int channels, int outputs) : depth_(depth) {
   }
 }
 
-torch::Tensor ResNet::features(torch::Tensor images) {
+torch::Tensor ResNet::featureMaps(torch::Tensor images) {
   torch::Tensor x = F::relu(bn1_(conv1_(images)));
   x = F::max_pool2d(x, F::MaxPool2dFuncOptions(3).stride(2).padding(1));
   for (auto& layer : layers_)
     x = layer->forward(x);
-  return x.mean({2, 3});
+  return x;
+}
+
+torch::Tensor ResNet::features(torch::Tensor images) {
+  return featureMaps(std::move(images)).mean({2, 3});
 }
 
 torch::Tensor ResNet::forward(torch::Tensor images) {

@@ -19,7 +19,10 @@ class ResNet final : public ScoringNetwork {
   // depth: 18 or 50 (std::invalid_argument otherwise); channels: 1 or 3; outputs: size of the `fc` layer.
   ResNet(int depth, int channels, int outputs);
 
-  // Globally pooled features [N, featureDim()] (what contrastive heads and linear probes read).
+  // The last block's feature maps [N, featureDim(), H/32, W/32] (class-activation maps read them).
+  torch::Tensor featureMaps(torch::Tensor images);
+  // Globally pooled features [N, featureDim()] (what contrastive heads and linear probes read): the spatial
+  // mean of featureMaps().
   torch::Tensor features(torch::Tensor images);
   // Logits [N, outputs] through `fc`.
   torch::Tensor forward(torch::Tensor images) override;
