@@ -29,5 +29,7 @@ void addImportCommands(CLI::App& app, std::vector<Command>& commands);
 void quietDicomToolkit(bool verbose);
 #endif
 void addTrainingCommands(CLI::App& app, std::vector<Command>& commands);
+// import-boxes and lesions (CoMCL's lesion boxes); LibTorch only, like the training commands.
+void addLesionCommands(CLI::App& app, std::vector<Command>& commands);
 
 }  // namespace comcl::cli

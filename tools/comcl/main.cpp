@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   comcl::cli::addImportCommands(app, commands);
 #endif
   comcl::cli::addTrainingCommands(app, commands);
+  comcl::cli::addLesionCommands(app, commands);
 
   CLI11_PARSE(app, argc, argv);
 #ifdef COMCL_WITH_IMAGING
