@@ -4,6 +4,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <torch/cuda.h>
 #include <torch/script.h>
 
 #include <algorithm>
@@ -570,6 +571,21 @@ TEST_F(DetectorTest, AWrongOutputIsRefusedNamingTheShapeItGotAndTheShapeExpected
   }
 }
 
+TEST_F(DetectorTest, RunsOnCudaLikeOnTheCpu) {
+  if (!torch::cuda::is_available())
+    GTEST_SKIP() << "no CUDA device";
+  LesionConfig c = detector(saveModule(archive_.dir(), "tensor.pt", kTensorDetector));
+  const LesionProposals cpu = propose(c);
+  c.device = "cuda";
+  const LesionProposals cuda = propose(c);
+  EXPECT_EQ(cuda.summary(), cpu.summary());
+  for (std::size_t i = 0; i < cpu.boxes.size(); ++i) {
+    ASSERT_EQ(cuda.boxes[i].size(), cpu.boxes[i].size());
+    for (std::size_t k = 0; k < cpu.boxes[i].size(); ++k)
+      EXPECT_EQ(cuda.boxes[i][k].toJson(), cpu.boxes[i][k].toJson());
+  }
+}
+
 TEST_F(DetectorTest, ACancelledRunStops) {
   const std::atomic<bool> cancel{true};
   const LesionConfig c = detector(saveModule(archive_.dir(), "tensor.pt", kTensorDetector));
@@ -664,6 +680,21 @@ TEST_F(CamTest, ASeedRepeatsOnTheCpu) {
       EXPECT_EQ(a.boxes[i][k].toJson(), b.boxes[i][k].toJson());
     }
   }
+}
+
+TEST_F(CamTest, RunsOnCuda) {
+  if (!torch::cuda::is_available())
+    GTEST_SKIP() << "no CUDA device";
+  LesionConfig c = cam();
+  c.device = "cuda";
+  const LesionProposals p = proposeLesions(archive_.index(), set_, archive_.cache(), c);
+  int withBlob = 0;
+  for (int i : p.lesionImages) {
+    const auto& boxes = p.boxes[static_cast<std::size_t>(i)];
+    withBlob += !boxes.empty() && boxes[0].x0 <= 0.3F && boxes[0].x1 >= 0.3F && boxes[0].y0 <= 0.35F &&
+                boxes[0].y1 >= 0.35F;
+  }
+  EXPECT_GE(withBlob, 10) << p.summary().dump();
 }
 
 TEST(CamSource, NeedsPositiveAndNegativeTrainingImages) {

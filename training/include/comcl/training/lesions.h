@@ -126,8 +126,8 @@ struct LesionConfig {
   // CAM = ReLU(sum_c w_c F_c) over the last block's feature maps F_c with the logit's weights w_c,
   // upsampled bilinearly to camImageSize with cell j at the centre of its receptive field (input pixel
   // 32 j), zero outside the image (padding), divided by its maximum.
-  // Boxes are the bounding boxes of the 8-connected regions >= camThreshold; a box's confidence is the
-  // region's peak (<= 1) times the model's predicted probability for the image.
+  // Boxes are the bounding boxes of the 8-connected regions >= camThreshold (see camShrinkToMaxSide); a
+  // box's confidence is the region's peak (<= 1) times the model's predicted probability for the image.
   std::string camArchitecture = "resnet18";
   std::string camEncoder;  // optional pre-trained encoder directory (encoder_file.h) to start from;
                            // empty: random initialisation. Its architecture and normalisation are used.
@@ -139,8 +139,7 @@ struct LesionConfig {
   // A CAM region wider or taller than filter.maxSideFraction gives a box of that side (in that direction)
   // centred on the region's CAM-weighted centroid, inside the region: a map cell is large (1/7 of the image
   // at 224 px) and regions span a few cells whatever the lesion's size, so the centroid is the location the
-  // map knows. false:
-  // the region's bounding box, which the filter then drops as "too large".
+  // map knows. false: the region's bounding box, which the filter then drops as "too large".
   bool camShrinkToMaxSide = true;
 
   // Cam and Detector: at most this many boxes per image survive, highest confidence first, after the
@@ -170,7 +169,8 @@ struct LesionProposals {
   int proposed = 0;                // boxes before filtering (lesion images only)
   int kept = 0;                    // boxes after filtering and the per-image limit
   // reason -> count: the LesionFilter reasons, "over the per-image limit" (maxBoxesPerImage), and for
-  // Stored "not a lesion image" (a stored box on an image that is not labelled positive).
+  // Stored "not a lesion image" (a stored box on an image not labelled positive) and "held-out patient"
+  // (on a positive image of a patient outside the split's "train" part, with trainPatientsOnly).
   std::map<std::string, int> dropped;
   // Lesion images whose every box was dropped (or that had none). The caller should still use them as
   // lesion images and crop their lesion patches at a random position of the image (no box to centre
@@ -179,8 +179,8 @@ struct LesionProposals {
   int lesionImagesWithoutBox = 0;
   std::string source;  // "cam" | "stored" | "detector"
   std::string label;
-  // Source details: CAM training (images, positives, epochs, final loss, training accuracy), the detector's
-  // path, the split used.
+  // Source details: the CAM model (architecture, image size, training images and positives, epochs, final
+  // loss, boxes shrunk), the detector's path, stored boxes on images outside the set, the split's id.
   nlohmann::json details = nlohmann::json::object();
 
   // {"source", "label", "lesionImages", "healthyImages", "proposed", "kept", "dropped",
