@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "comcl/storage/cache_key.h"
+#include "comcl/training/comcl_views.h"
 #include "temp_dir.h"
 
 namespace comcl::training {
@@ -436,6 +437,17 @@ TEST(LesionProposals, StoredBoxesRoundTripIntoCacheCoordinatesThroughTheFilter) 
   EXPECT_EQ(summary.at("lesionImages"), 2);
   EXPECT_EQ(summary.at("boxesPerLesionImage"), (nlohmann::json{{"0", 1}, {"1", 1}}));
   EXPECT_EQ(summary.at("dropped").at("too large"), 1);
+
+  // The same images and boxes as CoMCL's view roles.
+  const ComclRoles roles = toComclRoles(p);
+  EXPECT_NO_THROW(roles.validate(set.size()));
+  EXPECT_EQ(roles.lesionImages, p.lesionImages);
+  EXPECT_EQ(roles.healthyImages, p.healthyImages);
+  ASSERT_EQ(roles.boxes.size(), 3u);
+  ASSERT_EQ(roles.boxes[0].size(), 1u);
+  EXPECT_EQ(roles.boxes[0][0].x0, p.boxes[0][0].x0);
+  EXPECT_EQ(roles.boxes[0][0].y1, p.boxes[0][0].y1);
+  EXPECT_TRUE(roles.boxes[1].empty());
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -584,6 +596,21 @@ TEST_F(DetectorTest, RunsOnCudaLikeOnTheCpu) {
     for (std::size_t k = 0; k < cpu.boxes[i].size(); ++k)
       EXPECT_EQ(cuda.boxes[i][k].toJson(), cpu.boxes[i][k].toJson());
   }
+}
+
+TEST_F(DetectorTest, ABoxOvershootingTheImageByRoundingIsKeptOnItsEdge) {
+  LesionConfig c = detector(saveModule(archive_.dir(), "edge.pt", R"(
+def forward(self, x):
+    s = float(x.size(2))
+    return torch.tensor([[[0.5 * s, 0.5 * s, 1.00005 * s, 1.00005 * s, 0.9]]]).repeat(x.size(0), 1, 1)
+)"));
+  c.filter.borderMarginFraction = 0;
+  c.filter.maxSideFraction = 1;
+  const LesionProposals p = propose(c);
+  ASSERT_EQ(p.boxes[0].size(), 1u);
+  EXPECT_EQ(p.boxes[0][0].x1, 1.0F);
+  EXPECT_EQ(p.boxes[0][0].y1, 1.0F);
+  EXPECT_NO_THROW(toComclRoles(p).validate(set_.size()));
 }
 
 TEST_F(DetectorTest, ACancelledRunStops) {

@@ -8,6 +8,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "comcl/training/comcl_views.h"
 #include "comcl/training/device.h"
 #include "lesion_sources.h"
 
@@ -198,13 +199,27 @@ LesionFilter LesionFilter::fromJson(const nlohmann::json& json) {
   return filter;
 }
 
-std::string LesionFilter::rejects(const LesionBox& box, const ContentRect& content) const {
+namespace {
+
+// A box that the filter let overshoot the image by up to its slack, moved onto the image's edges.
+LesionBox clampedTo(LesionBox box, const ContentRect& content) {
+  box.x0 = std::max(box.x0, content.x0);
+  box.y0 = std::max(box.y0, content.y0);
+  box.x1 = std::min(box.x1, content.x1);
+  box.y1 = std::min(box.y1, content.y1);
+  return box;
+}
+
+}  // namespace
+
+std::string LesionFilter::rejects(const LesionBox& original, const ContentRect& content) const {
   constexpr float kSlack = 1e-4F;  // float rounding of boxes that end exactly on the image's edge
-  const bool finite =
-      std::isfinite(box.x0) && std::isfinite(box.y0) && std::isfinite(box.x1) && std::isfinite(box.y1);
-  if (!finite || box.x0 < content.x0 - kSlack || box.y0 < content.y0 - kSlack ||
-      box.x1 > content.x1 + kSlack || box.y1 > content.y1 + kSlack)
+  const bool finite = std::isfinite(original.x0) && std::isfinite(original.y0) &&
+                      std::isfinite(original.x1) && std::isfinite(original.y1);
+  if (!finite || original.x0 < content.x0 - kSlack || original.y0 < content.y0 - kSlack ||
+      original.x1 > content.x1 + kSlack || original.y1 > content.y1 + kSlack)
     return "outside image";
+  const LesionBox box = clampedTo(original, content);  // the rest judge the box as it will be kept
   if (box.x1 <= box.x0 || box.y1 <= box.y0)
     return "empty";
   if (!(static_cast<double>(box.confidence) > minConfidence))
@@ -373,7 +388,7 @@ void keep(LesionProposals& out, int image, std::vector<LesionBox> candidates, co
   for (const LesionBox& box : candidates) {
     const std::string reason = config.filter.rejects(box, content);
     if (reason.empty())
-      kept.push_back(box);
+      kept.push_back(clampedTo(box, content));  // a box overshooting by rounding ends on the image's edge
     else
       ++out.dropped[reason];
   }
@@ -528,6 +543,18 @@ LesionProposals proposeLesions(storage::Index& index, const TrainingSet& set,
              std::to_string(out.lesionImagesWithoutBox) + " without a box");
   }
   return out;
+}
+
+ComclRoles toComclRoles(const LesionProposals& proposals) {
+  ComclRoles roles;
+  roles.lesionImages = proposals.lesionImages;
+  roles.healthyImages = proposals.healthyImages;
+  roles.boxes.resize(proposals.boxes.size());
+  for (std::size_t i = 0; i < proposals.boxes.size(); ++i) {
+    for (const LesionBox& b : proposals.boxes[i])
+      roles.boxes[i].push_back({b.x0, b.y0, b.x1, b.y1});
+  }
+  return roles;
 }
 
 }  // namespace comcl::training

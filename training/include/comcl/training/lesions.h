@@ -90,7 +90,8 @@ struct LesionFilter {
 
   // Why the box is dropped, or "" when it is kept. The reasons, checked in this order:
   //   "outside image"   a corner lies outside `content` (the original image inside the cache square) by
-  //                     more than 1e-4, or a coordinate is not finite;
+  //                     more than 1e-4, or a coordinate is not finite (a box within 1e-4 is judged, and
+  //                     kept by proposeLesions, moved onto the image's edge);
   //   "empty"           x1 <= x0 or y1 <= y0;
   //   "low confidence"  confidence <= minConfidence;
   //   "too large"       width or height > maxSideFraction;
@@ -198,6 +199,11 @@ LesionProposals proposeLesions(storage::Index& index, const TrainingSet& set,
                                const storage::ImageCache& cache, const LesionConfig& config,
                                const std::function<void(const std::string&)>& progress = {},
                                const std::atomic<bool>* cancel = nullptr);
+
+struct ComclRoles;  // comcl_views.h
+// The roles CoMCL's views take (comcl_views.h): the same lesion and healthy images, and every kept box
+// (confidences dropped; a lesion image without a box gets random windows there).
+ComclRoles toComclRoles(const LesionProposals& proposals);
 
 // --- boxes from a CSV file (comcl import-boxes)
 
