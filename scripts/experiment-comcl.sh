@@ -9,9 +9,10 @@
 #
 # usage: bash scripts/experiment-comcl.sh [--out DIR] [--data FOLDER] [--label L] [--epochs 15] [--size 64]
 #                                         [--batch 16] [--draws 3] [--seeds "0 1"] [--methods "..."]
-#                                         [--sweep composite] [--comcl PATH]
+#                                         [--sweep composite] [--lesion-source cam] [--comcl PATH]
 #   --data    a folder of ../shared/data with manifest.csv (default covid_chestxray_subset: COVID-19
 #             positive = lesion images, negative = healthy images)
+#   --lesion-source  where CoMCL's lesion boxes come from: cam (default), stored, none (random windows)
 #   --methods a subset of: random supervised moco medaug comcl comcl-no-quality comcl-no-image comcl-no-spl
 #             comcl-fixed-top-k (default: all)
 # CPU-sized by default (64 px, 15 epochs, 2 seeds: about an hour on 2 idle cores). Writes DIR/results.md
@@ -30,6 +31,7 @@ batch=16
 draws=3
 seeds="0 1"
 sweep=composite
+lesion_source=cam
 methods="random supervised moco medaug comcl comcl-no-quality comcl-no-image comcl-no-spl comcl-fixed-top-k"
 comcl="${COMCL:-$here/build/tools/comcl/comcl}"
 while [ $# -gt 0 ]; do
@@ -44,6 +46,7 @@ while [ $# -gt 0 ]; do
     --seeds) seeds="$2"; shift 2 ;;
     --methods) methods="$2"; shift 2 ;;
     --sweep) sweep="$2"; shift 2 ;;
+    --lesion-source) lesion_source="$2"; shift 2 ;;
     --comcl) comcl="$2"; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -63,11 +66,11 @@ pretrain_args() {  # the method's comcl pretrain flags
   case "$1" in
     moco) echo "--method moco" ;;
     medaug) echo "--method medaug --strategy same-patient/all-studies" ;;
-    comcl) echo "--method comcl --lesion-label $label" ;;
-    comcl-no-quality) echo "--method comcl --lesion-label $label --ablation no-quality-term" ;;
-    comcl-no-image) echo "--method comcl --lesion-label $label --ablation no-image-term" ;;
-    comcl-no-spl) echo "--method comcl --lesion-label $label --ablation no-spl" ;;
-    comcl-fixed-top-k) echo "--method comcl --lesion-label $label --ablation fixed-top-k" ;;
+    comcl) echo "--method comcl --lesion-label $label --lesion-source $lesion_source" ;;
+    comcl-no-quality) echo "--method comcl --lesion-label $label --lesion-source $lesion_source --ablation no-quality-term" ;;
+    comcl-no-image) echo "--method comcl --lesion-label $label --lesion-source $lesion_source --ablation no-image-term" ;;
+    comcl-no-spl) echo "--method comcl --lesion-label $label --lesion-source $lesion_source --ablation no-spl" ;;
+    comcl-fixed-top-k) echo "--method comcl --lesion-label $label --lesion-source $lesion_source --ablation fixed-top-k" ;;
     *) echo "" ;;
   esac
 }

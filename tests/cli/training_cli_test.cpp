@@ -254,6 +254,46 @@ TEST_F(CliTraining, ComclShowsItsTrainingSetAndPretrains) {
   EXPECT_FALSE(fs::exists(file("comcl-bad") + "/checkpoint.pt"));
 }
 
+// Lesion boxes for CoMCL: boxes imported from a CSV (a bad row reported, the others kept) feed
+// `--lesion-source stored`; `--lesion-source cam` trains a small supervised model first (CPU-sized settings
+// from --lesion-config).
+TEST_F(CliTraining, ComclTakesStoredBoxesAndClassActivationMaps) {
+  const std::string csv = file("boxes.csv");
+  {
+    std::ofstream out(csv);
+    out << "file,x0,y0,x1,y1\n";
+    for (const char* image : {"40954b81", "924f9c14", "b4e9a53a", "a3111116", "7929f04a", "981e154a",
+                              "b37c225f", "e104f46d", "7940dea2", "430f21e7", "85540916", "d2c83bde"})
+      out << "images/" << image << ".png,120,100,160,140\n";  // MHH films labelled death = 1, 313 x 256 px
+    out << "images/40954b81.png,120,100,400,140\n";           // beyond the film's 313 columns
+  }
+  const auto imported = runComcl("import-boxes " + csv + " --db " + db() + " --finding death");
+  EXPECT_EQ(imported.exitCode, 1) << imported.out << imported.err;  // a row failed; the good ones are kept
+  EXPECT_TRUE(contains(imported.out, "12 boxes on 12 images")) << imported.out;
+  EXPECT_TRUE(contains(imported.out + imported.err, "1 rows failed")) << imported.out << imported.err;
+  const auto stored = runComcl("trainset --method comcl --db " + db() +
+                               " --lesion-label death --lesion-source stored --image-size 32 --batch-size 8");
+  ASSERT_EQ(stored.exitCode, 0) << stored.out << stored.err;
+  std::smatch kept;
+  ASSERT_TRUE(
+      std::regex_search(stored.out, kept, std::regex(R"(lesion proposals \(stored\): (\d+) boxes kept)")))
+      << stored.out;
+  EXPECT_GT(std::stoi(kept[1]), 0);
+  EXPECT_LE(std::stoi(kept[1]), 12);  // boxes of held-out patients are not used
+
+  const std::string config = file("cam.json");
+  std::ofstream(config) << R"({"camImageSize": 64, "camEpochs": 1, "batchSize": 32})";
+  const auto cam = runComcl("trainset --method comcl --db " + db() +
+                            " --lesion-label death --lesion-source cam --lesion-config " + config +
+                            " --image-size 32 --batch-size 8 --device cpu");
+  ASSERT_EQ(cam.exitCode, 0) << cam.out << cam.err;
+  EXPECT_TRUE(contains(cam.out, "lesion proposals (cam)")) << cam.out;
+  const auto badDetector = runComcl("trainset --method comcl --db " + db() +
+                                    " --lesion-label death --lesion-source detector --detector " + csv);
+  EXPECT_NE(badDetector.exitCode, 0);
+  EXPECT_TRUE(contains(badDetector.err, csv)) << badDetector.err;  // names the file that is no TorchScript
+}
+
 TEST_F(CliTraining, BadRequestsSayWhatIsWrongAndExitNonZero) {
   const auto missing =
       runComcl("pretrain --db " + file("nothing.sqlite") + " --run " + file("r") + " --device cpu");

@@ -18,6 +18,7 @@
 #include "comcl/training/device.h"
 #include "comcl/training/encoder_file.h"
 #include "comcl/training/evaluation.h"
+#include "comcl/training/lesions.h"
 #include "comcl/training/metrics.h"
 #include "comcl/training/model_io.h"
 #include "comcl/training/pairs.h"
@@ -154,6 +155,14 @@ int runPairs(const DataOptions& data, const std::string& strategyText, int bucke
 // ---------------------------------------------------------------------------------------------------------
 // pretrain
 
+// Which images are CoMCL's lesion and healthy images and where their boxes come from.
+struct LesionChoice {
+  std::string label;
+  std::string source = "cam";  // cam | stored | detector | none
+  std::string detector;        // detector: a TorchScript file
+  std::string configFile;      // LesionConfig JSON (CAM settings, filter, ...)
+};
+
 struct PretrainOptions {
   DataOptions data;
   std::string run;
@@ -181,8 +190,7 @@ struct PretrainOptions {
   std::string monitorLabel;  // empty: no k-NN monitor
   int monitorK = 20;
   // comcl
-  std::string lesionLabel;
-  std::string lesionSource = "none";
+  LesionChoice lesions;
   std::vector<std::string> ablations;
   double patchFraction = 0.25;
 };
@@ -296,14 +304,41 @@ PretrainConfig pretrainConfigFrom(const PretrainOptions& o, const CLI::App& comm
 
 // CoMCL's roles: lesion and healthy images of the training patients (the stored split keeps evaluation
 // patients out), lesion boxes from `source`.
-ComclRoles comclRolesOf(OpenData& data, const std::string& label, const std::string& source) {
-  if (label.empty())
+ComclRoles comclRolesOf(OpenData& data, const LesionChoice& choice, const std::string& device) {
+  if (choice.label.empty())
     throw std::invalid_argument(
         "CoMCL needs --lesion-label (the finding whose positive images are lesion images)");
-  if (source != "none")
-    throw std::invalid_argument("--lesion-source " + source + " is not available in this build; use none");
-  const auto split = ensurePatientSplit(*data.index, data.set, SplitConfig{});
-  ComclRoles roles = comclRolesFromLabels(data.set, label, &split);
+  if (choice.source == "none") {
+    const auto split = ensurePatientSplit(*data.index, data.set, SplitConfig{});
+    ComclRoles roles = comclRolesFromLabels(data.set, choice.label, &split);
+    roles.validate(data.set.size());
+    return roles;
+  }
+  LesionConfig config;
+  if (!choice.configFile.empty()) {
+    std::ifstream in(choice.configFile);
+    if (!in)
+      throw std::invalid_argument("cannot read --lesion-config " + choice.configFile);
+    nlohmann::json json = nlohmann::json::parse(in);
+    json["label"] = choice.label;
+    config = LesionConfig::fromJson(json);
+  }
+  config.label = choice.label;
+  config.source = lesionSourceKindFromString(choice.source);
+  if (!choice.detector.empty())
+    config.detectorPath = choice.detector;
+  config.device = device;
+  config.validate();
+  const LesionProposals proposals = proposeLesions(
+      *data.index, data.set, *data.cache, config, [](const std::string& m) { std::cerr << m << "\n"; },
+      &interrupted);
+  std::cout << "lesion proposals (" << choice.source << "): " << proposals.kept << " boxes kept of "
+            << proposals.proposed << " proposed";
+  for (const auto& [reason, count] : proposals.dropped)
+    std::cout << ", " << count << " " << reason;
+  std::cout << "; " << proposals.lesionImagesWithoutBox
+            << " lesion images without a box (their patches are cut at random positions)\n";
+  ComclRoles roles = toComclRoles(proposals);
   roles.validate(data.set.size());
   return roles;
 }
@@ -324,8 +359,8 @@ void printComclRoles(const ComclPlanner& planner, const ComclRoles& roles, const
 struct TrainsetOptions {
   DataOptions data;
   std::string method = "comcl";
-  std::string lesionLabel;
-  std::string lesionSource = "none";
+  LesionChoice lesions;
+  std::string device = "auto";
   int imageSize = 128;
   int batchSize = 16;
   int examples = 8;
@@ -338,14 +373,14 @@ struct TrainsetOptions {
 // What `pretrain --method comcl` would train on, and a contact sheet of example views.
 int runTrainset(const TrainsetOptions& o) {
   OpenData data = openData(o.data);
-  const ComclRoles roles = comclRolesOf(data, o.lesionLabel, o.lesionSource);
+  const ComclRoles roles = comclRolesOf(data, o.lesions, o.device);
   PretrainConfig config = PretrainConfig::forMethod("comcl", o.imageSize);
   config.comcl.views.patchFraction = o.patchFraction;
   config.batchSize = o.batchSize;
   const ComclPlanner planner(data.set, roles, config.comcl.views, config.batchSize);
   std::cout << "CoMCL training set of " << data.set.size() << " images, data " << data.set.snapshotId()
             << "\n";
-  printComclRoles(planner, roles, o.lesionLabel, o.lesionSource);
+  printComclRoles(planner, roles, o.lesions.label, o.lesions.source);
   const std::int64_t samples = planner.stepsPerEpoch() * config.batchSize;
   const std::int64_t lowQualityViews = samples * config.comcl.views.healthyPerLesion;
   const double realShare = planner.healthyLowQuality() > 0 ? config.comcl.views.realLowQualityShare : 0.0;
@@ -358,8 +393,8 @@ int runTrainset(const TrainsetOptions& o) {
   nlohmann::json summary = {
       {"images", data.set.size()},
       {"dataSnapshot", data.set.snapshotId()},
-      {"lesionLabel", o.lesionLabel},
-      {"lesionSource", o.lesionSource},
+      {"lesionLabel", o.lesions.label},
+      {"lesionSource", o.lesions.source},
       {"lesionImages",
        {{"highQuality", planner.lesionHighQuality()},
         {"lowQuality", planner.lesionLowQuality()},
@@ -407,7 +442,7 @@ ComclRoles runComclRoles(OpenData& data, const PretrainOptions& o) {
   if (fs::exists(saved)) {
     nlohmann::json json;
     std::ifstream(saved) >> json;
-    if (json.value("label", "") != o.lesionLabel || json.value("source", "") != o.lesionSource ||
+    if (json.value("label", "") != o.lesions.label || json.value("source", "") != o.lesions.source ||
         json.value("dataSnapshot", "") != data.set.snapshotId()) {
       throw std::invalid_argument("the run in " + o.run + " chose its lesion images with --lesion-label " +
                                   json.value("label", "?") + " --lesion-source " + json.value("source", "?") +
@@ -417,10 +452,10 @@ ComclRoles runComclRoles(OpenData& data, const PretrainOptions& o) {
     std::cout << "lesion roles and boxes of this run: " << saved.string() << "\n";
     return ComclRoles::fromJson(json.at("roles"), data.set.size());
   }
-  ComclRoles roles = comclRolesOf(data, o.lesionLabel, o.lesionSource);
+  ComclRoles roles = comclRolesOf(data, o.lesions, o.device);
   fs::create_directories(o.run);
-  writeFileAtomically(saved.string(), nlohmann::json{{"label", o.lesionLabel},
-                                                     {"source", o.lesionSource},
+  writeFileAtomically(saved.string(), nlohmann::json{{"label", o.lesions.label},
+                                                     {"source", o.lesions.source},
                                                      {"dataSnapshot", data.set.snapshotId()},
                                                      {"roles", roles.toJson()}}
                                               .dump() +
@@ -442,8 +477,8 @@ int runPretrain(const PretrainOptions& o, const CLI::App& command) {
   ComclRoles roles;
   if (config.method == "comcl") {
     roles = runComclRoles(data, o);
-    printComclRoles(ComclPlanner(data.set, roles, config.comcl.views, config.batchSize), roles, o.lesionLabel,
-                    o.lesionSource);
+    printComclRoles(ComclPlanner(data.set, roles, config.comcl.views, config.batchSize), roles,
+                    o.lesions.label, o.lesions.source);
   }
   const PairStatistics pairs = PositiveSampler(data.set, config.pairs).statistics();
   std::cout << "pre-training " << config.method << " (" << config.pairs.toString() << ", negatives "
@@ -740,12 +775,19 @@ void addTrainingCommands(CLI::App& app, std::vector<Command>& commands) {
   addDataOptions(pretrain, pre.data);
   pretrain->add_option("--run", pre.run, "Run directory (checkpoints, encoder); an existing one is resumed")
       ->required();
-  pretrain->add_option("--lesion-label", pre.lesionLabel,
+  pretrain->add_option("--lesion-label", pre.lesions.label,
                        "comcl: the finding whose positive images are lesion images (0: healthy images)");
   pretrain
-      ->add_option("--lesion-source", pre.lesionSource,
-                   "comcl: where lesion boxes come from (none: lesion patches at random positions)")
-      ->capture_default_str();
+      ->add_option(
+          "--lesion-source", pre.lesions.source,
+          "comcl: where lesion boxes come from: cam (class-activation maps of a supervised model "
+          "trained first), stored (comcl import-boxes), detector (--detector), none (random positions)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cam", "stored", "detector", "none"}));
+  pretrain->add_option("--detector", pre.lesions.detector,
+                       "comcl: TorchScript lesion detector (--lesion-source detector)");
+  pretrain->add_option("--lesion-config", pre.lesions.configFile,
+                       "comcl: lesion proposal settings (JSON: CAM training, box filter; see comcl lesions)");
   pretrain->add_option(
       "--ablation", pre.ablations,
       "comcl: no-lesion-term, no-quality-term, no-image-term, no-spl, fixed-top-k (repeatable)");
@@ -804,10 +846,16 @@ void addTrainingCommands(CLI::App& app, std::vector<Command>& commands) {
       ->check(CLI::IsMember({"comcl"}))
       ->capture_default_str();
   trainsetCommand
-      ->add_option("--lesion-label", trainset.lesionLabel,
+      ->add_option("--lesion-label", trainset.lesions.label,
                    "The finding whose positive images are lesion images (0: healthy images)")
       ->required();
-  trainsetCommand->add_option("--lesion-source", trainset.lesionSource, "Where lesion boxes come from")
+  trainsetCommand->add_option("--lesion-source", trainset.lesions.source, "cam, stored, detector or none")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cam", "stored", "detector", "none"}));
+  trainsetCommand->add_option("--detector", trainset.lesions.detector, "TorchScript lesion detector");
+  trainsetCommand->add_option("--lesion-config", trainset.lesions.configFile,
+                              "Lesion proposal settings (JSON)");
+  trainsetCommand->add_option("--device", trainset.device, "auto, cpu, cuda or cuda:N (lesion proposals)")
       ->capture_default_str();
   trainsetCommand->add_option("--image-size", trainset.imageSize, "View size (px)")
       ->capture_default_str()
