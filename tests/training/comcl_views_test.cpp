@@ -14,12 +14,14 @@
 #include "archive_fixture.h"
 #include "comcl/training/encoder_file.h"
 #include "comcl/training/pretrain.h"
+#include "encoder_weights.h"
 
 namespace comcl::training {
 namespace {
 
 namespace fs = std::filesystem;
 using comcl::testing::ArchiveFixture;
+const auto sameWeights = comcl::testing::sameEncoderWeights;
 
 // Lesion images: label 1; healthy: label 0; every lesion image gets one box round the middle.
 ComclRoles rolesFromLabels(const TrainingSet& set, PatchBox box = {0.4f, 0.4f, 0.6f, 0.6f}) {
@@ -248,17 +250,6 @@ PretrainConfig tinyComcl() {
   c.loaderThreads = 2;
   c.optim.learningRate = 1e-3;
   return c;
-}
-
-bool sameWeights(const std::string& a, const std::string& b) {
-  const auto x = stateOf(*loadEncoder(a)), y = stateOf(*loadEncoder(b));
-  if (x.size() != y.size())
-    return false;
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    if (!torch::equal(x[i].tensor, y[i].tensor))
-      return false;
-  }
-  return true;
 }
 
 TEST_F(ComclViewsTest, PretrainingRunsRepeatsForASeedAndResumesAfterACancel) {

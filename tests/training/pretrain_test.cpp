@@ -10,12 +10,14 @@
 
 #include "archive_fixture.h"
 #include "comcl/training/encoder_file.h"
+#include "encoder_weights.h"
 
 namespace comcl::training {
 namespace {
 
 namespace fs = std::filesystem;
 using comcl::testing::ArchiveFixture;
+const auto sameWeights = comcl::testing::sameEncoderWeights;
 
 PretrainConfig tinyConfig(const std::string& method = "medaug") {
   PretrainConfig c = PretrainConfig::forMethod(method, 32);
@@ -28,18 +30,6 @@ PretrainConfig tinyConfig(const std::string& method = "medaug") {
   c.loaderThreads = 2;
   c.optim.learningRate = 1e-3;
   return c;
-}
-
-bool sameWeights(const std::string& a, const std::string& b) {
-  auto x = loadEncoder(a), y = loadEncoder(b);
-  const auto px = stateOf(*x), py = stateOf(*y);
-  if (px.size() != py.size())
-    return false;
-  for (std::size_t i = 0; i < px.size(); ++i) {
-    if (!torch::equal(px[i].tensor, py[i].tensor))
-      return false;
-  }
-  return true;
 }
 
 class PretrainTest : public ::testing::Test {
