@@ -57,6 +57,8 @@ TEST_F(PretrainTest, RunsEveryEpochReportsProgressAndWritesALoadableEncoder) {
   EXPECT_EQ(seen.back().totalSteps, 6);
   EXPECT_EQ(seen.front().stepsPerEpoch, 3);
   EXPECT_GT(seen.back().imagesPerSecond, 0);
+  EXPECT_GT(result.viewShare, 0);  // the augmentations took part of each step only
+  EXPECT_LT(result.viewShare, 1);
   EXPECT_DOUBLE_EQ(seen.back().etaSeconds, 0);
   EncoderInfo info;
   auto backbone = loadEncoder(result.encoderDirectory, &info);

@@ -317,9 +317,11 @@ class MocoMethod final : public detail::PretrainMethod {
     std::mt19937_64 queryRng = streamFor(c.seed, c.epoch, c.step, detail::kQueryView);
     std::mt19937_64 keyRng = streamFor(c.seed, c.epoch, c.step, detail::kKeyView);
     std::mt19937_64 modelRng = streamFor(c.seed, c.epoch, c.step, detail::kModel);
+    const auto viewsStart = Clock::now();
     const torch::Tensor queries =
         (augment_(t[0].to(c.device, true), queryRng) - config_.mean) / config_.stddev;
     const torch::Tensor keys = (augment_(t[1].to(c.device, true), keyRng) - config_.mean) / config_.stddev;
+    viewSeconds_ = std::chrono::duration<double>(Clock::now() - viewsStart).count();
     const KeyMetadata queryMeta{t[2].to(c.device, true), t[3].to(c.device, true), t[4].to(c.device, true)};
     const KeyMetadata keyMeta{t[5].to(c.device, true), t[6].to(c.device, true), t[7].to(c.device, true)};
     detail::CudaAutocast autocast(c.autocast, c.autocastType);
