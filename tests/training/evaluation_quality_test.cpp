@@ -15,6 +15,7 @@
 #include "comcl/storage/cache_key.h"
 #include "comcl/training/evaluation.h"
 #include "comcl/training/metrics.h"
+#include "split_fixture.h"
 
 namespace comcl::training {
 namespace {
@@ -245,17 +246,7 @@ TEST(EvaluationByQuality, EachLevelIsScoredOnItsOwnImages) {
   EXPECT_FALSE(json.contains("sweep"));
 }
 
-class SweepTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    fixture_.addPatients(20, 1);  // 40 images, label = patient parity, brightness follows the label
-    set_ = TrainingSet::fromIndex(fixture_.index());
-    split_ = ensurePatientSplit(fixture_.index(), set_, SplitConfig{0.6, 0.0, 3});
-  }
-  ArchiveFixture fixture_;
-  TrainingSet set_;
-  std::map<std::string, std::string> split_;
-};
+class SweepTest : public comcl::testing::SplitArchiveTest {};
 
 // The degraded test images are the clean ones at severity 0, so a sweep's first point is the clean result.
 void expectSeverityZeroIsTheCleanResult(const ProtocolResult& result, std::size_t severities) {

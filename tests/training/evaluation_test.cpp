@@ -9,6 +9,7 @@
 #include "comcl/training/encoder_file.h"
 #include "comcl/training/scorer.h"
 #include "comcl/training/tensor_batch.h"
+#include "split_fixture.h"
 
 namespace comcl::training {
 namespace {
@@ -29,17 +30,7 @@ ProtocolConfig tinyProtocol(const std::string& mode = "linear") {
   return c;
 }
 
-class EvaluationTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    fixture_.addPatients(20, 1);  // 40 images, label = patient parity, brightness follows the label
-    set_ = TrainingSet::fromIndex(fixture_.index());
-    split_ = ensurePatientSplit(fixture_.index(), set_, SplitConfig{0.6, 0.0, 3});
-  }
-  ArchiveFixture fixture_;
-  TrainingSet set_;
-  std::map<std::string, std::string> split_;
-};
+class EvaluationTest : public comcl::testing::SplitArchiveTest {};
 
 TEST_F(EvaluationTest, ThePatientSplitIsStoredAndNeverMoves) {
   ASSERT_EQ(split_.size(), 20u);
