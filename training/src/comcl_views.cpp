@@ -1,12 +1,11 @@
 #include "comcl/training/comcl_views.h"
 
-#include <torch/nn/functional/upsampling.h>
-
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
 #include "comcl/training/tensor_batch.h"
+#include "image_ops.h"
 #include "random_draws.h"
 
 namespace comcl::training {
@@ -31,15 +30,6 @@ double windowAround(double b0, double b1, double window, double size, std::mt199
   if (lo > hi)
     return std::clamp(0.5 * (b0 + b1 - window), 0.0, size - window);
   return lo + u * (hi - lo);
-}
-
-torch::Tensor readRows(const TrainingSet& set, const storage::ImageCache& cache, const std::vector<int>& rows,
-                       bool pin) {
-  std::vector<CachedImageRef> refs;
-  refs.reserve(rows.size());
-  for (int i : rows)
-    refs.push_back(set.images()[static_cast<std::size_t>(i)].cached);
-  return loadHostBatch(cache, refs, pin);
 }
 
 }  // namespace
@@ -252,9 +242,9 @@ std::vector<ComclStepPlan> ComclPlanner::planEpoch(std::mt19937_64& rng) const {
 ComclStepImages loadComclStep(const TrainingSet& set, const storage::ImageCache& cache,
                               const ComclRoles& roles, const ComclStepPlan& plan, bool pin) {
   ComclStepImages step;
-  step.lesionImages = readRows(set, cache, plan.lesion, pin);
-  step.healthyImages = readRows(set, cache, plan.healthy, pin);
-  step.lowQualityImages = readRows(set, cache, plan.lowQuality, pin);
+  step.lesionImages = loadHostBatch(cache, set.cachedRefs(plan.lesion), pin);
+  step.healthyImages = loadHostBatch(cache, set.cachedRefs(plan.healthy), pin);
+  step.lowQualityImages = loadHostBatch(cache, set.cachedRefs(plan.lowQuality), pin);
   std::vector<float> boxes;
   for (std::size_t i = 0; i < plan.lesion.size(); ++i) {
     if (plan.lesionBox[i] < 0) {
@@ -388,11 +378,7 @@ ComclContactSheet makeComclContactSheet(const TrainingSet& set, const storage::I
   const std::int64_t v = augment.outputSize;
 
   // The whole lesion image at the view size with its box outlined in white.
-  namespace F = torch::nn::functional;
-  torch::Tensor whole = F::interpolate(images.lesionImages, F::InterpolateFuncOptions()
-                                                                .size(std::vector<std::int64_t>{v, v})
-                                                                .mode(torch::kBilinear)
-                                                                .align_corners(false));
+  torch::Tensor whole = detail::resizedTo(images.lesionImages, v).clone();  // drawn on below
   const auto boxes = images.lesionBoxes.accessor<float, 2>();
   ComclContactSheet sheet;
   std::vector<torch::Tensor> rows;

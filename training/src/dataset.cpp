@@ -156,6 +156,14 @@ std::optional<double> TrainingSet::label(std::size_t image, const std::string& f
   return it->second[image];
 }
 
+std::vector<CachedImageRef> TrainingSet::cachedRefs(const std::vector<int>& indexes) const {
+  std::vector<CachedImageRef> refs;
+  refs.reserve(indexes.size());
+  for (int i : indexes)
+    refs.push_back(images_.at(static_cast<std::size_t>(i)).cached);
+  return refs;
+}
+
 std::vector<std::vector<int>> TrainingSet::imagesByPatient() const {
   std::vector<std::vector<int>> byPatient(patientKeys_.size());
   for (std::size_t i = 0; i < images_.size(); ++i)

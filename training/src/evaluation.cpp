@@ -21,6 +21,7 @@
 #include "comcl/training/scorer.h"
 #include "comcl/training/stable_hash.h"
 #include "comcl/training/tensor_batch.h"
+#include "image_ops.h"
 
 namespace comcl::training {
 
@@ -102,21 +103,9 @@ Labelled drawSubset(const Labelled& pool, int classes, const LabelBudget& budget
   return out;
 }
 
-torch::Tensor resized(const torch::Tensor& images, int size) {
-  if (images.size(2) == size && images.size(3) == size)
-    return images;
-  return F::interpolate(images, F::InterpolateFuncOptions()
-                                    .size(std::vector<std::int64_t>{size, size})
-                                    .mode(torch::kBilinear)
-                                    .align_corners(false));
-}
-
 torch::Tensor readImages(const TrainingSet& set, const storage::ImageCache& cache,
                          const std::vector<int>& images, torch::Device device) {
-  std::vector<CachedImageRef> refs;
-  for (int i : images)
-    refs.push_back(set.images()[static_cast<std::size_t>(i)].cached);
-  return loadBatch(cache, refs, device);
+  return loadBatch(cache, set.cachedRefs(images), device);
 }
 
 // Changes a batch of images ([n, 1, size, size] in [0, 1], the set's images `images`) before it is
@@ -139,7 +128,7 @@ torch::Tensor forwardImages(const std::function<torch::Tensor(const torch::Tenso
         images.begin() + static_cast<std::ptrdiff_t>(start),
         images.begin() + static_cast<std::ptrdiff_t>(
                              std::min(images.size(), start + static_cast<std::size_t>(batchSize))));
-    torch::Tensor x = resized(readImages(set, cache, chunk, device), imageSize);
+    torch::Tensor x = detail::resizedTo(readImages(set, cache, chunk, device), imageSize);
     if (transform)
       x = transform(x, chunk);
     x = (x - info.mean) / info.stddev;
@@ -445,13 +434,6 @@ nlohmann::json subsetJson(const Subset& s, bool graded, bool counts) {
   return json;
 }
 
-std::string numberText(double value) {
-  std::ostringstream out;
-  out.imbue(std::locale::classic());
-  out << value;
-  return out.str();
-}
-
 }  // namespace
 
 std::map<std::string, std::string> ensurePatientSplit(storage::Index& index, const TrainingSet& set,
@@ -570,7 +552,7 @@ void DegradationSweep::validate() const {
     throw std::invalid_argument("the degradation sweep needs at least one severity");
   for (double severity : severities) {
     if (!(severity >= 0 && severity <= 1))
-      throw std::invalid_argument("sweep severity " + numberText(severity) + " is outside [0, 1]");
+      throw std::invalid_argument("sweep severity " + detail::numberText(severity) + " is outside [0, 1]");
   }
 }
 
@@ -620,7 +602,7 @@ SweepDegrader::SweepDegrader(DegradationSweep sweep, std::uint64_t seed)
 torch::Tensor SweepDegrader::operator()(const torch::Tensor& images, const std::vector<std::string>& keys,
                                         double severity) const {
   if (!(severity >= 0 && severity <= 1))
-    throw std::invalid_argument("sweep severity " + numberText(severity) + " is outside [0, 1]");
+    throw std::invalid_argument("sweep severity " + detail::numberText(severity) + " is outside [0, 1]");
   if (images.dim() != 4 || static_cast<std::int64_t>(keys.size()) != images.size(0)) {
     throw std::invalid_argument("sweep degradation: " + std::to_string(keys.size()) + " image key(s) for " +
                                 (images.dim() == 4 ? std::to_string(images.size(0)) + " images"
@@ -929,7 +911,7 @@ ProtocolResult runProtocol(const TrainingSet& set, const storage::ImageCache& ca
         }
         if (progress)
           progress(finding + ": test images encoded at " + config.sweep->spec + " severity " +
-                   numberText(severity));
+                   detail::numberText(severity));
       }
     }
     for (LabelResult& r : labelResults) {

@@ -3,10 +3,12 @@
 
 #include <torch/nn/functional/conv.h>
 #include <torch/nn/functional/padding.h>
+#include <torch/nn/functional/upsampling.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <locale>
 #include <sstream>
 #include <stdexcept>
 
@@ -44,8 +46,19 @@ torch::Tensor gaussianKernels(const torch::Tensor& sigma, std::int64_t radius) {
 
 std::string numberText(double value) {
   std::ostringstream out;
+  out.imbue(std::locale::classic());  // "0.5" whatever the process locale
   out << value;
   return out.str();
+}
+
+torch::Tensor resizedTo(const torch::Tensor& images, std::int64_t size) {
+  if (images.size(2) == size && images.size(3) == size)
+    return images;
+  namespace F = torch::nn::functional;
+  return F::interpolate(images, F::InterpolateFuncOptions()
+                                    .size(std::vector<std::int64_t>{size, size})
+                                    .mode(torch::kBilinear)
+                                    .align_corners(false));
 }
 
 void requireRange(const std::string& subject, const std::string& field, double value, double low,

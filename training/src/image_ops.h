@@ -31,6 +31,10 @@ torch::Tensor perSample(const torch::Tensor& values, const torch::Tensor& like);
 // device). Radius ceil(3 * largest sigma in the batch), at most the image side - 1; a per-sample kernel
 // (grouped conv2d, groups = N * C, reflect padding). Samples with sigma <= 0 get the identity kernel and come
 // back exactly unchanged.
+// A batch [N, C, H, W] resized bilinearly (align_corners false) to size x size; the batch itself when it
+// already has that size.
+torch::Tensor resizedTo(const torch::Tensor& images, std::int64_t size);
+
 torch::Tensor gaussianBlur(const torch::Tensor& images, const torch::Tensor& sigmas);
 
 }  // namespace comcl::training::detail

@@ -16,6 +16,7 @@
 #include "comcl/training/model_io.h"
 #include "comcl/training/resnet.h"
 #include "comcl/training/tensor_batch.h"
+#include "image_ops.h"
 #include "lesion_sources.h"
 
 namespace comcl::training::detail {
@@ -57,16 +58,7 @@ CamModel makeModel(const LesionConfig& config) {
 
 // Images of the set as the network's input: resized to `size`, normalised, grey replicated to its channels.
 torch::Tensor input(const LesionRun& run, const CamModel& model, const std::vector<int>& images, int size) {
-  std::vector<CachedImageRef> refs;
-  for (int i : images)
-    refs.push_back(run.set.images()[static_cast<std::size_t>(i)].cached);
-  torch::Tensor x = loadBatch(run.cache, refs, run.device);
-  if (x.size(2) != size || x.size(3) != size) {
-    x = F::interpolate(x, F::InterpolateFuncOptions()
-                              .size(std::vector<std::int64_t>{size, size})
-                              .mode(torch::kBilinear)
-                              .align_corners(false));
-  }
+  torch::Tensor x = detail::resizedTo(loadBatch(run.cache, run.set.cachedRefs(images), run.device), size);
   x = (x - model.info.mean) / model.info.stddev;
   return x.expand({x.size(0), model.info.channels, size, size});
 }

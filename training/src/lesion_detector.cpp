@@ -1,5 +1,4 @@
 // The Detector lesion source: a TorchScript module run on the lesion images (contract in lesions.h).
-#include <torch/nn/functional/upsampling.h>
 #include <torch/script.h>
 
 #include <filesystem>
@@ -8,6 +7,7 @@
 #include <vector>
 
 #include "comcl/training/tensor_batch.h"
+#include "image_ops.h"
 #include "lesion_sources.h"
 
 namespace comcl::training::detail {
@@ -142,17 +142,11 @@ std::vector<std::vector<LesionBox>> detectorCandidates(const LesionRun& run, con
   const auto batch = static_cast<std::size_t>(config.batchSize);
   for (std::size_t start = 0; start < images.size(); start += batch) {
     run.checkCancel();
-    std::vector<CachedImageRef> refs;
-    for (std::size_t k = start; k < std::min(images.size(), start + batch); ++k)
-      refs.push_back(run.set.images()[static_cast<std::size_t>(images[k])].cached);
-    torch::Tensor x = loadBatch(run.cache, refs, run.device);
+    const std::vector<int> chunk(
+        images.begin() + static_cast<std::ptrdiff_t>(start),
+        images.begin() + static_cast<std::ptrdiff_t>(std::min(images.size(), start + batch)));
     const std::int64_t side = config.detectorImageSize;
-    if (x.size(2) != side || x.size(3) != side) {
-      x = F::interpolate(x, F::InterpolateFuncOptions()
-                                .size(std::vector<std::int64_t>{side, side})
-                                .mode(torch::kBilinear)
-                                .align_corners(false));
-    }
+    torch::Tensor x = detail::resizedTo(loadBatch(run.cache, run.set.cachedRefs(chunk), run.device), side);
     x = x.expand({x.size(0), config.detectorChannels, side, side}).contiguous();
     for (std::vector<LesionBox>& boxes : detector.run(x))
       candidates.push_back(std::move(boxes));

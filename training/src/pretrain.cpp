@@ -86,15 +86,6 @@ KeyMetadata metadataOf(const TrainingSet& set, const std::vector<int>& images) {
           torch::tensor(laterality, torch::kLong)};
 }
 
-torch::Tensor readImages(const TrainingSet& set, const storage::ImageCache& cache,
-                         const std::vector<int>& images, bool pin) {
-  std::vector<CachedImageRef> refs;
-  refs.reserve(images.size());
-  for (int i : images)
-    refs.push_back(set.images()[static_cast<std::size_t>(i)].cached);
-  return loadHostBatch(cache, refs, pin);
-}
-
 // Dynamic loss scaling for fp16 (LibTorch's C++ API has no GradScaler): the loss is multiplied by `scale`
 // before backward; a step whose gradients hold inf/NaN is skipped and halves the scale; 2000 clean steps
 // double it.
@@ -309,8 +300,9 @@ class MocoMethod final : public detail::PretrainMethod {
     const std::vector<int> queries(plan_.queries.begin() + begin, plan_.queries.begin() + begin + batch);
     const std::vector<int> keys(plan_.positives.begin() + begin, plan_.positives.begin() + begin + batch);
     const KeyMetadata q = metadataOf(set_, queries), k = metadataOf(set_, keys);
-    return {{readImages(set_, cache_, queries, pin), readImages(set_, cache_, keys, pin), q.patient, q.study,
-             q.laterality, k.patient, k.study, k.laterality}};
+    return {{loadHostBatch(cache_, set_.cachedRefs(queries), pin),
+             loadHostBatch(cache_, set_.cachedRefs(keys), pin), q.patient, q.study, q.laterality, k.patient,
+             k.study, k.laterality}};
   }
   torch::Tensor forward(const detail::HostBatch& batch, const detail::StepContext& c) override {
     const std::vector<torch::Tensor>& t = batch.tensors;

@@ -1,7 +1,6 @@
 // Model directories, the architecture registry and the scorer. See scorer.h for the format.
 #include "comcl/training/scorer.h"
 
-#include <torch/nn/functional/upsampling.h>
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/container/sequential.h>
@@ -22,6 +21,7 @@
 #include <sstream>
 
 #include "comcl/training/resnet.h"
+#include "image_ops.h"
 
 namespace comcl::training {
 
@@ -226,13 +226,7 @@ class NetworkScorer final : public Scorer {
     network_->eval();
     torch::Tensor x = images.to(device_, torch::kFloat32);
     const std::int64_t size = model_.inputSize;
-    if (x.size(2) != size || x.size(3) != size) {
-      namespace F = torch::nn::functional;
-      x = F::interpolate(x, F::InterpolateFuncOptions()
-                                .size(std::vector<std::int64_t>{size, size})
-                                .mode(torch::kBilinear)
-                                .align_corners(false));
-    }
+    x = detail::resizedTo(x, size);
     if (model_.channels != 1)
       x = x.expand({n, model_.channels, size, size});
     x = (x - mean_) / std_;

@@ -61,6 +61,8 @@ class TrainingSet {
   // The label of image i for `finding`: 1 positive, 0 negative, -1 uncertain, other integers for graded
   // labels; empty when absent.
   std::optional<double> label(std::size_t image, const std::string& finding) const;
+  // Where images `indexes` (set positions) lie in the image cache, in the order given (loadBatch input).
+  std::vector<CachedImageRef> cachedRefs(const std::vector<int>& indexes) const;
   // Images of each patient, in image order.
   std::vector<std::vector<int>> imagesByPatient() const;
   // A hash of the loaded rows (resource id, cache key, patient, study, view) and labels, e.g.
