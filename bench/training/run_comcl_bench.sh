@@ -6,17 +6,19 @@
 #
 # usage: bench/training/run_comcl_bench.sh [--out FILE] [--data covid_chestxray_subset] [--label COVID-19]
 #                                          [--sizes "64:16 224:16"] [--repeat 2] [--device cpu] [--work DIR]
+#                                          [--lesion-source none]
 #   COMCL=path/to/comcl (default build-plugin/tools/comcl/comcl); --device cuda on a GPU machine
 # Images/s: MoCo counts query images, CoMCL lesion samples (each with 3 query and 5 key views at
 # healthyPerLesion 1, against MoCo's 1 + 1), so the table also gives encoder images/s (every view through
 # either encoder, per second). Making views: the step's time inside augmentation (MoCo) or the view maker
-# (CoMCL), measured on the CPU only.
+# (CoMCL), measured on the CPU only. Lesion boxes: none (random windows) by default, so that no CAM model is
+# trained before each run; the box source does not change the step's work.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 comcl=${COMCL:-build-plugin/tools/comcl/comcl}
 data=${COMCL_SHARED_DATA:-$(cd .. && pwd)/shared/data}
-folder=covid_chestxray_subset label=COVID-19 sizes="64:16 224:16" repeat=2 device=cpu work=/tmp/comcl-comcl-bench out=""
+folder=covid_chestxray_subset label=COVID-19 sizes="64:16 224:16" repeat=2 device=cpu work=/tmp/comcl-comcl-bench out="" lesion_source=none
 while [ $# -gt 0 ]; do
   case $1 in
     --out) out=$2; shift 2 ;;
@@ -26,6 +28,7 @@ while [ $# -gt 0 ]; do
     --repeat) repeat=$2; shift 2 ;;
     --device) device=$2; shift 2 ;;
     --work) work=$2; shift 2 ;;
+    --lesion-source) lesion_source=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -44,7 +47,7 @@ run_one() {
   run=$(mktemp -d "$work/run-XXXXXX") && rmdir "$run"
   log=$work/$method-$size.txt
   local extra=()
-  [ "$method" = comcl ] && extra=(--lesion-label "$label")
+  [ "$method" = comcl ] && extra=(--lesion-label "$label" --lesion-source "$lesion_source")
   "$comcl" pretrain --db "$db" --run "$run" --method "$method" "${extra[@]}" --epochs 1 --batch-size "$batch" \
     --image-size "$size" --device "$device" --quiet >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
   rm -rf "$run"

@@ -56,6 +56,25 @@ Image toGrey(const Image& image) {
   return grey;
 }
 
+Image toChannels(const Image& image, int channels) {
+  if (channels != 1 && channels != 3)
+    throw std::invalid_argument("toChannels: expected 1 or 3 channels, got " + std::to_string(channels));
+  if (image.channels == channels)
+    return image;
+  if (channels == 1)
+    return toGrey(image);
+  if (image.channels != 1)
+    throw std::invalid_argument("toChannels: expected 1 or 3 channels, got " +
+                                std::to_string(image.channels));
+  Image colour(image.width, image.height, 3);
+  const std::size_t n = image.pixels.size();
+  if (colour.pixels.size() != n * 3)
+    throw std::invalid_argument("toChannels: pixel buffer does not match the image size");
+  for (std::size_t i = 0; i < n; ++i)
+    colour.pixels[3 * i] = colour.pixels[3 * i + 1] = colour.pixels[3 * i + 2] = image.pixels[i];
+  return colour;
+}
+
 std::vector<std::uint8_t> quantise(const Image& image, int bitsPerSample) {
   checkBits(bitsPerSample);
   const std::size_t n = sampleCount(image.width, image.height, image.channels);

@@ -128,7 +128,8 @@ IngestOutcome Ingestor::ingest(const void* data, std::size_t size, const std::st
                                std::optional<std::string> resourceId) {
   DecodeOptions decodeOptions;
   decodeOptions.size = cache_.format().size;
-  decodeOptions.keepColour = false;  // the cache holds single-channel images; colour becomes luminance
+  // A grey cache (radiographs) takes colour as luminance; a colour cache (fundus photographs) keeps it.
+  decodeOptions.keepColour = cache_.format().channels == 3;
   decodeOptions.percentileClip = options_.percentileClip;
   decodeOptions.fallback = options_.fallback;
   const DecodeResult decoded = decodeBuffer(data, size, decodeOptions);
@@ -165,7 +166,8 @@ IngestOutcome Ingestor::ingest(const void* data, std::size_t size, const std::st
   if (decoded.outcome == DecodeOutcome::Decoded) {
     const std::int64_t slot = index_.reserveCacheSlot();
     try {
-      const std::vector<std::uint8_t> bytes = quantise(decoded.image, cache_.format().bitsPerSample);
+      const std::vector<std::uint8_t> bytes =
+          quantise(toChannels(decoded.image, cache_.format().channels), cache_.format().bitsPerSample);
       cache_.write(slot, key, bytes.data());
       cache_.flush();  // the pixels are durable before the row that refers to them commits
     } catch (...) {

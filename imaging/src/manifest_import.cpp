@@ -519,11 +519,12 @@ ManifestImportReport importManifest(const Manifest& manifest, storage::Index& in
     record.bitsStored = pngBitDepth(path.string());
     record.photometric = image.channels == 3 ? "RGB" : "MONOCHROME2";
     record.decodeState = storage::DecodeState::Decoded;
-    if (image.channels == 3)
+    const int cacheChannels = cache.format().channels;
+    if (image.channels == 3 && cacheChannels == 1)
       record.decodeReason = "PNG colour converted to luminance";
 
-    // The DICOM path's steps after decoding: luminance, letterbox into the cache square, quantise.
-    const Letterboxed boxed = letterbox(toGrey(image), cacheSize);
+    // The DICOM path's steps after decoding: the cache's channels, letterbox into the cache square, quantise.
+    const Letterboxed boxed = letterbox(toChannels(image, cacheChannels), cacheSize);
     const std::vector<std::uint8_t> bytes = quantise(boxed.image, cache.format().bitsPerSample);
     SlotReservation slot(index);
     cache.write(slot.slot(), storage::cacheKey(resourceId), bytes.data());

@@ -106,7 +106,7 @@ Engine::Engine(PluginConfig config, std::string deviceText, torch::Device device
     : config_(std::move(config)),
       deviceText_(std::move(deviceText)),
       index_(config_.databasePath),
-      cache_(config_.cachePath, storage::CacheFormat{config_.imageSize, 8}),
+      cache_(config_.cachePath, storage::CacheFormat{config_.imageSize, 8, config_.imageChannels}),
       ingestor_(index_, cache_, ingestOptions(config_)),
       scoring_(index_, cache_, config_.modelDirectory, device, config_.scoreBatchSize,
                [](const std::string& message) { logWarning(message); }),

@@ -172,7 +172,7 @@ imaging::QualityThresholds parseQualityThresholds(const nlohmann::json& quality)
 
 const std::set<std::string>& knownConfigKeys() {
   static const std::set<std::string> keys = {
-      "DatabasePath",  "CachePath",       "ModelDirectory", "ImageSize",        "Workers",
+      "DatabasePath",  "CachePath",       "ModelDirectory", "ImageSize",        "ImageChannels", "Workers",
       "QueueCapacity", "CatchUpInterval", "ScoreBatchSize", "StructuredReport", "Quality"};
   return keys;
 }
@@ -213,6 +213,11 @@ PluginConfig parsePluginConfig(const nlohmann::json& orthanc, const std::string&
     config.modelDirectory = absolute(stringKey(section, "ModelDirectory"), workingDir);
   if (section.contains("ImageSize"))
     config.imageSize = integerKey(section, "ImageSize", 32, 2048);
+  if (section.contains("ImageChannels")) {
+    config.imageChannels = integerKey(section, "ImageChannels", 1, 3);
+    if (config.imageChannels == 2)
+      throw ConfigError(qualified("ImageChannels") + " must be 1 (grey) or 3 (RGB), not 2");
+  }
   if (section.contains("Workers"))
     config.workers = integerKey(section, "Workers", 1, 64);
   if (section.contains("QueueCapacity"))

@@ -31,8 +31,9 @@ struct PluginConfig {
   std::string databasePath;    // the comcl index (SQLite); its image cache lies beside it
   std::string cachePath;       // the image cache file
   std::string modelDirectory;  // model registry root; relative model paths are resolved against it
-  int imageSize = 256;  // cached images are imageSize x imageSize (8-bit); fixed when the cache is created
-  int workers = 2;      // ingest threads (decode, cache, quality)
+  int imageSize = 256;    // cached images are imageSize x imageSize (8-bit); fixed when the cache is created
+  int imageChannels = 1;  // 1: grey (colour becomes luminance), 3: RGB (fundus); fixed like imageSize
+  int workers = 2;        // ingest threads (decode, cache, quality)
   int queueCapacity = 512;  // instances waiting for ingest; beyond it, catch-up from /changes takes over
   int catchUpIntervalSeconds = 10;  // how often the change log is re-read to pick up what the queue dropped
   int scoreBatchSize = 32;          // images per forward pass of the diagnosis model

@@ -175,7 +175,8 @@ void ScoringService::scoreLocked(const std::vector<Item>& items) {
   refs.reserve(items.size());
   for (const Item& item : items)
     refs.push_back({item.slot, item.key});
-  const torch::Tensor images = training::loadBatch(cache_, refs, device_);
+  const torch::Tensor images =
+      training::loadBatch(cache_, refs, device_);  // the scorer takes 1 or 3 channels
   const auto forwardStart = std::chrono::steady_clock::now();
   const torch::Tensor probabilities = scorer_->score(images).to(torch::kCPU, torch::kDouble).contiguous();
   const double forward = secondsSince(forwardStart);

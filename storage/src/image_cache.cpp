@@ -21,12 +21,16 @@ namespace {
 constexpr std::size_t kFileHeaderBytes = 4096;
 constexpr std::size_t kSlotHeaderBytes = 32;
 constexpr std::size_t kSlotAlignment = 64;
-constexpr std::uint32_t kFileVersion = 1;
+// Version 1: grey images. Version 2 adds a channel count, so that a build without colour support refuses a
+// colour cache instead of misreading it; grey caches are still written as version 1.
+constexpr std::uint32_t kGreyFileVersion = 1;
+constexpr std::uint32_t kChannelsFileVersion = 2;
 constexpr char kFileMagic[8] = {'C', 'O', 'M', 'C', 'L', 'I', 'M', 'G'};
 constexpr char kSlotMagic[8] = {'C', 'O', 'M', 'C', 'L', 'S', 'L', 'T'};
 
-// File header: magic[8], u32 version, u32 size, u32 bits, u32 slot header bytes, u64 stride,
-// u32 CRC-32 of the preceding 32 bytes; zeros up to 4096. Slot header: magic[8], u64 key,
+// File header: magic[8], u32 version, u32 size, u32 bits, u32 slot header bytes, u64 stride, then
+// version 1: u32 CRC-32 of the preceding 32 bytes; version 2: u32 channels, u32 CRC-32 of the preceding 36
+// bytes; zeros up to 4096. Slot header: magic[8], u64 key,
 // u64 pixel bytes, u32 CRC-32 of the pixels, u32 CRC-32 of the preceding 28 header bytes.
 // All integers little-endian, written byte by byte so the file does not depend on the host.
 void putU32(std::uint8_t* p, std::uint32_t v) {
@@ -60,11 +64,6 @@ std::uint32_t crc(const void* data, std::size_t bytes) {
 
 std::string errnoText(int error) {
   return std::strerror(error);
-}
-
-std::string describe(const CacheFormat& f) {
-  return std::to_string(f.size) + "x" + std::to_string(f.size) + " " + std::to_string(f.bitsPerSample) +
-         "-bit";
 }
 
 // Closes the descriptor unless released; keeps the constructor leak-free when it throws.
@@ -112,12 +111,17 @@ int writeAll(int fd, const void* data, std::size_t bytes, off_t offset) {
 std::array<std::uint8_t, kFileHeaderBytes> makeFileHeader(const CacheFormat& format, std::size_t stride) {
   std::array<std::uint8_t, kFileHeaderBytes> h{};
   std::memcpy(h.data(), kFileMagic, sizeof kFileMagic);
-  putU32(h.data() + 8, kFileVersion);
+  putU32(h.data() + 8, format.channels == 1 ? kGreyFileVersion : kChannelsFileVersion);
   putU32(h.data() + 12, static_cast<std::uint32_t>(format.size));
   putU32(h.data() + 16, static_cast<std::uint32_t>(format.bitsPerSample));
   putU32(h.data() + 20, static_cast<std::uint32_t>(kSlotHeaderBytes));
   putU64(h.data() + 24, stride);
-  putU32(h.data() + 32, crc(h.data(), 32));
+  if (format.channels == 1) {
+    putU32(h.data() + 32, crc(h.data(), 32));
+  } else {
+    putU32(h.data() + 32, static_cast<std::uint32_t>(format.channels));
+    putU32(h.data() + 36, crc(h.data(), 36));
+  }
   return h;
 }
 
@@ -175,15 +179,21 @@ CacheFormat readHeader(int fd, const std::string& path, std::size_t& fileSize) {
   if (std::memcmp(header.data(), kFileMagic, sizeof kFileMagic) != 0) {
     throw CacheError("image cache " + path + ": not a comcl image cache (bad magic)");
   }
-  if (getU32(header.data() + 32) != crc(header.data(), 32)) {
+  const std::uint32_t version = getU32(header.data() + 8);
+  if (version != kGreyFileVersion && version != kChannelsFileVersion) {
+    throw CacheError("image cache " + path + ": file format version " + std::to_string(version) +
+                     ", this build reads versions " + std::to_string(kGreyFileVersion) + " and " +
+                     std::to_string(kChannelsFileVersion));
+  }
+  const std::size_t checkedBytes = version == kGreyFileVersion ? 32 : 36;
+  if (getU32(header.data() + checkedBytes) != crc(header.data(), checkedBytes)) {
     throw CacheError("image cache " + path + ": file header checksum mismatch");
   }
-  const std::uint32_t version = getU32(header.data() + 8);
-  if (version != kFileVersion) {
-    throw CacheError("image cache " + path + ": file format version " + std::to_string(version) +
-                     ", this build reads version " + std::to_string(kFileVersion));
-  }
   CacheFormat found;
+  found.channels = version == kGreyFileVersion ? 1 : static_cast<int>(getU32(header.data() + 32));
+  if (found.channels != 1 && found.channels != 3)
+    throw CacheError("image cache " + path + ": " + std::to_string(found.channels) +
+                     " channels in the header (1 or 3)");
   found.size = static_cast<int>(getU32(header.data() + 12));
   found.bitsPerSample = static_cast<int>(getU32(header.data() + 16));
   const std::size_t stride =
@@ -196,6 +206,14 @@ CacheFormat readHeader(int fd, const std::string& path, std::size_t& fileSize) {
 }
 }  // namespace
 
+std::string describe(const CacheFormat& f) {
+  return std::to_string(f.size) + "x" + std::to_string(f.size) + " " + std::to_string(f.bitsPerSample) +
+         "-bit " +
+         (f.channels == 1   ? "grey"
+          : f.channels == 3 ? "RGB"
+                            : std::to_string(f.channels) + "-channel");
+}
+
 CacheFormat ImageCache::formatOf(const std::string& path) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0)
@@ -205,9 +223,10 @@ CacheFormat ImageCache::formatOf(const std::string& path) {
 }
 
 ImageCache::ImageCache(const std::string& path, CacheFormat format) : path_(path), format_(format) {
-  if (format.size <= 0 || format.size > 65536 || (format.bitsPerSample != 8 && format.bitsPerSample != 16)) {
+  if (format.size <= 0 || format.size > 65536 || (format.bitsPerSample != 8 && format.bitsPerSample != 16) ||
+      (format.channels != 1 && format.channels != 3)) {
     throw CacheError("image cache " + path + ": unsupported format " + describe(format) +
-                     " (size 1..65536, 8 or 16 bits)");
+                     " (size 1..65536, 8 or 16 bits, 1 or 3 channels)");
   }
   stride_ = (kSlotHeaderBytes + format.imageBytes() + kSlotAlignment - 1) / kSlotAlignment * kSlotAlignment;
 

@@ -38,7 +38,8 @@ TEST(CliImport, MhhPngsThenTheSameLabelsOnItsDicomIndex) {
   EXPECT_TRUE(has(png.out, "(243 rows)")) << png.out;
   EXPECT_TRUE(has(png.out, "this run:    243 imported, 0 unchanged, 0 replaced, 0 failed")) << png.out;
   EXPECT_TRUE(has(png.out, "instances:   manifest:mhh_covid_cxr/<image_id>")) << png.out;
-  EXPECT_TRUE(has(png.out, "image cache: " + dir.file("png.sqlite") + ".images (256x256, 8-bit)")) << png.out;
+  EXPECT_TRUE(has(png.out, "image cache: " + dir.file("png.sqlite") + ".images (256x256 8-bit grey)"))
+      << png.out;
   EXPECT_TRUE(has(png.out, "study dates: column dicom_study_date_synthetic")) << png.out;
   EXPECT_TRUE(has(png.out, "images:      243\n")) << png.out;
   EXPECT_TRUE(has(png.out, "patients:    71 (37 with >= 2 images)")) << png.out;

@@ -294,6 +294,47 @@ TEST_F(CliTraining, ComclTakesStoredBoxesAndClassActivationMaps) {
   EXPECT_TRUE(contains(badDetector.err, csv)) << badDetector.err;  // names the file that is no TorchScript
 }
 
+// A colour image cache (fundus photographs; here the MHH films stored as RGB): `--channels 3` at import,
+// then trainset and pretrain pick the fundus degradations and a 3-channel backbone by themselves, and the
+// contact sheet is an RGB PNG.
+TEST_F(CliTraining, ComclTrainsOnAColourImageCache) {
+  const std::string colourDb = file("colour.sqlite");
+  const auto imported = runComcl("import-manifest " + kMhh.string() + " --db " + colourDb + " --channels 3");
+  ASSERT_EQ(imported.exitCode, 0) << imported.out << imported.err;
+  EXPECT_TRUE(contains(imported.out, "256x256 8-bit RGB")) << imported.out;
+  const auto grey = runComcl("import-manifest " + kMhh.string() + " --db " + colourDb);
+  EXPECT_NE(grey.exitCode, 0);  // the cache's format is fixed when it is created
+  EXPECT_TRUE(contains(grey.err, "256x256 8-bit RGB")) << grey.err;
+
+  const std::string sheet = file("colour-views.png");
+  const auto shown = runComcl("trainset --method comcl --db " + colourDb +
+                              " --lesion-label death --lesion-source none --image-size 32 --batch-size 8 "
+                              "--examples 2 --sheet " +
+                              sheet);
+  ASSERT_EQ(shown.exitCode, 0) << shown.out << shown.err;
+  EXPECT_TRUE(contains(shown.out, "synthetic degradations: fundus: one of 7 degrade_eyeq codes"))
+      << shown.out;
+  std::ifstream in(sheet, std::ios::binary);
+  std::vector<char> header(26);
+  in.read(header.data(), 26);
+  EXPECT_EQ(static_cast<int>(header[25]), 2);  // IHDR colour type 2: RGB
+
+  const std::string run = file("colour-run");
+  const auto trained =
+      runComcl("pretrain --db " + colourDb + " --run " + run +
+               " --method comcl --lesion-label death --lesion-source none --epochs 1 "
+               "--batch-size 8 --image-size 32 --queue-size 32 --seed 2 --quiet --device cpu");
+  ASSERT_EQ(trained.exitCode, 0) << trained.out << trained.err;
+  EXPECT_TRUE(contains(trained.out, "32 px, 3 channels")) << trained.out;
+  const auto encoder = nlohmann::json::parse(std::ifstream(run + "/encoder/encoder.json"));
+  EXPECT_EQ(encoder.at("channels").get<int>(), 3);
+  const auto radiograph = runComcl(
+      "trainset --method comcl --db " + colourDb +
+      " --lesion-label death --lesion-source none --image-size 32 --batch-size 8 --degradation radiograph");
+  ASSERT_EQ(radiograph.exitCode, 0) << radiograph.out << radiograph.err;
+  EXPECT_TRUE(contains(radiograph.out, "synthetic degradations: 1-2 of")) << radiograph.out;
+}
+
 TEST_F(CliTraining, BadRequestsSayWhatIsWrongAndExitNonZero) {
   const auto missing =
       runComcl("pretrain --db " + file("nothing.sqlite") + " --run " + file("r") + " --device cpu");

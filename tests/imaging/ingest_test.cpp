@@ -128,6 +128,42 @@ TEST_F(IngestTest, BadInputIsRecordedWithItsReasonAndNoCacheSlot) {
   EXPECT_EQ(skipped.resourceId.size(), 44u) << "UIDs present: Orthanc-style id";
 }
 
+// A colour cache (fundus photographs) keeps an RGB image's colour and stores a grey film in all three
+// channels; the grey cache of the other tests stores colour as luminance.
+TEST(IngestColour, AColourCacheKeepsRgbAndRepeatsGrey) {
+  TempDir dir;
+  storage::Index index(dir.file("index.sqlite"));
+  storage::ImageCache cache(dir.file("images.bin"), storage::CacheFormat{16, 8, 3});
+  Ingestor ingestor(index, cache);
+  testing::TestImageSpec rgb;
+  rgb.rows = rgb.cols = 16;
+  rgb.bitsAllocated = rgb.bitsStored = 8;
+  rgb.samplesPerPixel = 3;
+  rgb.photometric = "RGB";
+  rgb.value = [](int, int, int, int s) -> long { return s == 0 ? 200 : (s == 1 ? 100 : 50); };
+  const auto colourBytes = testing::toBytes(*testing::makeImage(rgb));
+  const IngestOutcome colour = ingestor.ingest(colourBytes.data(), colourBytes.size(), "fundus.dcm");
+  ASSERT_EQ(colour.state, storage::DecodeState::Decoded) << colour.reason;
+  std::vector<std::uint8_t> cached(cache.imageBytes());
+  cache.read(*index.findInstance(colour.resourceId)->cacheSlot, storage::cacheKey(colour.resourceId),
+             cached.data());
+  EXPECT_EQ(cached[3 * (8 * 16 + 8)], 200);  // the centre pixel's R, G, B
+  EXPECT_EQ(cached[3 * (8 * 16 + 8) + 1], 100);
+  EXPECT_EQ(cached[3 * (8 * 16 + 8) + 2], 50);
+
+  testing::TestImageSpec film;
+  film.rows = film.cols = 16;
+  const auto filmBytes = testing::toBytes(*testing::makeImage(film));
+  const IngestOutcome grey = ingestor.ingest(filmBytes.data(), filmBytes.size(), "film.dcm");
+  ASSERT_EQ(grey.state, storage::DecodeState::Decoded) << grey.reason;
+  cache.read(*index.findInstance(grey.resourceId)->cacheSlot, storage::cacheKey(grey.resourceId),
+             cached.data());
+  for (std::size_t pixel = 0; pixel < 256; pixel += 17) {
+    EXPECT_EQ(cached[3 * pixel], cached[3 * pixel + 1]) << pixel;
+    EXPECT_EQ(cached[3 * pixel], cached[3 * pixel + 2]) << pixel;
+  }
+}
+
 TEST_F(IngestTest, MissingMetadataIsRecorded) {
   testing::TestImageSpec spec;
   spec.withPatientId = false;

@@ -67,6 +67,10 @@ TEST(PluginConfig, NumbersAndSwitchesAreCheckedWithTheirRange) {
             "Comcl.StructuredReport must be true or false, not string");
   EXPECT_EQ(errorFor(json{{"Comcl", {{"ImageSize", 4}}}}),
             "Comcl.ImageSize must be between 32 and 2048, not 4");
+  EXPECT_EQ(parsePluginConfig(json{{"Comcl", {{"ImageChannels", 3}}}}, "/").imageChannels, 3);
+  EXPECT_EQ(parsePluginConfig(json::object(), "/").imageChannels, 1);
+  EXPECT_EQ(errorFor(json{{"Comcl", {{"ImageChannels", 2}}}}),
+            "Comcl.ImageChannels must be 1 (grey) or 3 (RGB), not 2");
 }
 
 TEST(PluginConfig, CacheAndModelsLieBesideTheDatabaseUnlessSet) {

@@ -181,6 +181,41 @@ TEST_F(ImageCacheTest, OpeningWithAnotherFormatNamesBoth) {
               AllOf(HasSubstr("256x256 8-bit"), HasSubstr("256x256 16-bit")));
 }
 
+TEST_F(ImageCacheTest, ColourCacheKeepsThreeChannelsAndRefusesAGreyOpen) {
+  {
+    ImageCache cache(path(), {16, 8, 3});
+    EXPECT_EQ(cache.imageBytes(), 16u * 16u * 3u);
+    const auto a = pixels(cache, 7);
+    cache.write(0, 21, a.data());
+    cache.flush();
+  }
+  const CacheFormat found = ImageCache::formatOf(path());
+  EXPECT_EQ(found.channels, 3);
+  EXPECT_EQ(found.size, 16);
+  ImageCache reopened(path(), found);
+  std::vector<std::uint8_t> out(reopened.imageBytes());
+  reopened.read(0, 21, out.data());
+  ImageCache reference(dir_.file("reference.cache"), {16, 8, 3});
+  EXPECT_EQ(out, pixels(reference, 7));
+  EXPECT_THAT(cacheError([&] {
+                ImageCache(path(), {16, 8});
+              }),
+              AllOf(HasSubstr("16x16 8-bit RGB"), HasSubstr("16x16 8-bit grey")));
+  EXPECT_THAT(cacheError([&] {
+                ImageCache(dir_.file("two.cache"), {16, 8, 2});
+              }),
+              HasSubstr("1 or 3 channels"));
+}
+
+TEST_F(ImageCacheTest, GreyCachesKeepTheVersionOneHeader) {
+  { ImageCache cache(path(), {16, 8}); }
+  std::ifstream f(path(), std::ios::binary);
+  std::vector<char> header(12);
+  f.read(header.data(), 12);
+  EXPECT_EQ(static_cast<int>(header[8]), 1);  // older builds still open grey caches written by this one
+  EXPECT_EQ(ImageCache::formatOf(path()).channels, 1);
+}
+
 TEST_F(ImageCacheTest, RefusesFilesThatAreNotACacheAndBadFormats) {
   {
     std::ofstream f(path(), std::ios::binary);

@@ -1,5 +1,6 @@
 // A small archive in a real index and image cache for the training tests: patients with studies and views,
-// images whose brightness follows a label (so a probe can learn it), optional labels.
+// images whose brightness follows a label (so a probe can learn it), optional labels. A colour archive
+// (channels 3) holds fundus-like RGB images: red strongest, blue weakest, on a black surround.
 #pragma once
 
 #include <algorithm>
@@ -27,10 +28,10 @@ struct FixtureImage {
 
 class ArchiveFixture {
  public:
-  explicit ArchiveFixture(int imageSize = 32)
+  explicit ArchiveFixture(int imageSize = 32, int channels = 1)
       : index_(std::make_unique<storage::Index>(dir_.file("index.sqlite"))),
         cache_(std::make_unique<storage::ImageCache>(dir_.file("index.images"),
-                                                     storage::CacheFormat{imageSize, 8})) {}
+                                                     storage::CacheFormat{imageSize, 8, channels})) {}
 
   // Adds one decoded image; brightness grows with the label (dark 0, bright 1, grades in between) plus
   // noise, and a soft disc whose position depends on the image number.
@@ -55,11 +56,18 @@ class ArchiveFixture {
     const double base = 60.0 + 40.0 * spec.label.value_or(0.5);
     const double cx = size * (0.3 + 0.4 * ((n * 37) % 11) / 10.0),
                  cy = size * (0.3 + 0.4 * ((n * 53) % 7) / 6.0);
+    const int channels = cache_->format().channels;
+    static constexpr double kFundusTint[3] = {1.0, 0.55, 0.25};
     for (int y = 0; y < size; ++y) {
       for (int x = 0; x < size; ++x) {
         const double d2 = ((x - cx) * (x - cx) + (y - cy) * (y - cy)) / (size * size * 0.02);
         const double v = base + 80.0 * std::exp(-d2) + noise(rng);
-        pixels[static_cast<std::size_t>(y * size + x)] = static_cast<std::uint8_t>(std::clamp(v, 0.0, 255.0));
+        const double fromCentre = std::hypot(x - size / 2.0, y - size / 2.0) / (size / 2.0);
+        for (int c = 0; c < channels; ++c) {
+          const double sample = channels == 1 ? v : fromCentre > 0.95 ? 0.0 : v * kFundusTint[c];
+          pixels[static_cast<std::size_t>((y * size + x) * channels + c)] =
+              static_cast<std::uint8_t>(std::clamp(sample, 0.0, 255.0));
+        }
       }
     }
     cache_->write(slot, storage::cacheKey(row.resourceId), pixels.data());

@@ -217,7 +217,7 @@ TEST_F(ComclViewsTest, TheContactSheetShowsEveryViewOfSomeLesionSamplesWithTheir
   const ComclRoles roles = rolesFromLabels(set_);
   const ComclContactSheet sheet =
       makeComclContactSheet(set_, fixture_.cache(), roles, ComclViewConfig{}, comclAugment(16), 3, 7, 2);
-  ASSERT_EQ(sheet.pixels.sizes(), (std::vector<std::int64_t>{3 * 18 - 2, 8 * 18 - 2}));
+  ASSERT_EQ(sheet.pixels.sizes(), (std::vector<std::int64_t>{3 * 18 - 2, 8 * 18 - 2, 1}));
   ASSERT_EQ(sheet.rows.size(), 3u);
   EXPECT_EQ(ComclContactSheet::columns().size(), 8u);
   for (const auto& row : sheet.rows) {
@@ -228,8 +228,8 @@ TEST_F(ComclViewsTest, TheContactSheetShowsEveryViewOfSomeLesionSamplesWithTheir
   }
   // The box (0.4..0.6 of a 16 px tile: pixels 6..9) is outlined in white on the first tile.
   using torch::indexing::Slice;
-  EXPECT_TRUE(torch::all(sheet.pixels.index({Slice(6, 10), 6}) == 1.0).item<bool>());
-  EXPECT_TRUE(torch::equal(sheet.pixels.index({Slice(0, 16), 16}), torch::full({16}, 0.5)));  // the gap
+  EXPECT_TRUE(torch::all(sheet.pixels.index({Slice(6, 10), 6, 0}) == 1.0).item<bool>());
+  EXPECT_TRUE(torch::equal(sheet.pixels.index({Slice(0, 16), 16, 0}), torch::full({16}, 0.5)));  // the gap
   EXPECT_TRUE(torch::equal(
       makeComclContactSheet(set_, fixture_.cache(), roles, ComclViewConfig{}, comclAugment(16), 3, 7, 2)
           .pixels,
@@ -312,6 +312,42 @@ TEST_F(ComclViewsTest, PretrainerRefusesComclWithoutLesionImages) {
       [&] { Pretrainer(set_, fixture_.cache(), tinyComcl(), fixture_.dir().file("none"), ComclRoles{}); });
   EXPECT_NE(message.find("--method medaug"), std::string::npos) << message;
   EXPECT_FALSE(fs::exists(fixture_.dir().file("none")));
+}
+
+// Fundus photographs: a colour archive trains a 3-channel backbone with the fundus degradations (each
+// lesion copy gets one of degrade_eyeq's codes), and the contact sheet keeps the colour.
+TEST(ComclColourTest, AColourArchiveTrainsAThreeChannelEncoderWithFundusDegradations) {
+  ArchiveFixture colour(32, 3);
+  colour.addPatients(4, 2);
+  const TrainingSet set = TrainingSet::fromIndex(colour.index());
+  const ComclRoles roles = rolesFromLabels(set);
+  PretrainConfig config = tinyComcl();
+  config.moco.channels = 3;
+  config.comcl.views.degradation = fundusDegradation();
+  config.epochs = 1;
+
+  ComclPlanner planner(set, roles, config.comcl.views, config.batchSize);
+  std::mt19937_64 rng(3);
+  const ComclStepImages images =
+      loadComclStep(set, colour.cache(), roles, planner.planEpoch(rng).front(), false, config.moco.channels);
+  ASSERT_EQ(images.lesionImages.size(1), 3);
+  const ComclViews views = ComclViewMaker(config.comcl.views, config.augment)(images, rng);
+  ASSERT_EQ(views.lowQualityLesion.sizes(), (std::vector<std::int64_t>{2, 3, 16, 16}));
+  for (const DegradeParams& p : views.lesionDegradation)
+    EXPECT_EQ(p.fundusCode.size(), 3u) << p.toJson().dump();
+  // The colour survives the views: red stays above blue inside the field of view.
+  EXPECT_GT(views.lesion.select(1, 0).mean().item<double>(), views.lesion.select(1, 2).mean().item<double>());
+
+  const auto result = Pretrainer(set, colour.cache(), config, colour.dir().file("colour-run"), roles).run();
+  ASSERT_TRUE(result.completed);
+  EncoderInfo info;
+  loadEncoder(result.encoderDirectory, &info);
+  EXPECT_EQ(info.channels, 3);
+  EXPECT_EQ(info.details.at("config").at("comcl").at("views").at("degradation").at("fundusCodes").size(), 7u);
+
+  const ComclContactSheet sheet =
+      makeComclContactSheet(set, colour.cache(), roles, config.comcl.views, config.augment, 2, 5, 2);
+  EXPECT_EQ(sheet.pixels.size(2), 3);
 }
 
 TEST(ComclConfigTest, RoundTripsThroughJsonAndRefusesATemperatureMismatch) {

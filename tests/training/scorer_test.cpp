@@ -200,10 +200,15 @@ TEST_F(ScorerTest, AcceptsOtherDtypes) {
             1e-6f);
 }
 
-TEST_F(ScorerTest, RefusesImagesOfTheWrongRankOrChannelCount) {
+TEST_F(ScorerTest, RefusesImagesOfTheWrongRankOrChannelCountAndTakesColourAsLuminance) {
   const auto scorer = loadScorer(modelDir_.string(), torch::kCPU);
   EXPECT_THROW(scorer->score(torch::rand({1, 32, 32})), std::invalid_argument);
-  EXPECT_THROW(scorer->score(torch::rand({1, 3, 32, 32})), std::invalid_argument);
+  EXPECT_THROW(scorer->score(torch::rand({1, 2, 32, 32})), std::invalid_argument);
+  // Colour images (a colour image cache) are scored as their luminance by a grey model.
+  const torch::Tensor rgb = torch::rand({2, 3, 32, 32});
+  const torch::Tensor luminance =
+      (rgb * torch::tensor({0.299f, 0.587f, 0.114f}).reshape({1, 3, 1, 1})).sum(1, /*keepdim=*/true);
+  EXPECT_TRUE(torch::allclose(scorer->score(rgb), scorer->score(luminance), 1e-5, 1e-6));
 }
 
 TEST_F(ScorerTest, DescriptionFindingsVersionAndModelFileRoundTrip) {

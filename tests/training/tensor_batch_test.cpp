@@ -78,5 +78,41 @@ TEST_P(TensorBatchTest, AnEmptyRequestGivesAnEmptyBatch) {
 
 INSTANTIATE_TEST_SUITE_P(Depths, TensorBatchTest, ::testing::Values(8, 16));
 
+// Colour caches: RGB planes come out of the interleaved samples; reading them as one channel gives
+// luminance, and a grey cache read as three channels repeats the image, the same as withChannels does
+// with tensor ops.
+TEST(TensorBatchChannels, ColourAndGreyCachesReadWithEitherChannelCount) {
+  comcl::testing::TempDir dir;
+  const storage::CacheFormat colour{4, 8, 3};
+  storage::ImageCache rgb(dir.file("rgb.bin"), colour);
+  std::vector<std::uint8_t> bytes(colour.imageBytes());
+  for (std::size_t i = 0; i < bytes.size(); ++i)
+    bytes[i] = static_cast<std::uint8_t>(i % 3 == 0 ? 200 : i % 3 == 1 ? 100 : 10 + i);  // R, G, B
+  rgb.write(0, storage::cacheKey("fundus"), bytes.data());
+  const std::vector<CachedImageRef> refs{{0, storage::cacheKey("fundus")}};
+
+  const torch::Tensor planes = loadBatch(rgb, refs);
+  ASSERT_EQ(planes.sizes(), (std::vector<std::int64_t>{1, 3, 4, 4}));
+  EXPECT_TRUE(torch::allclose(planes[0][0], torch::full({4, 4}, 200.0f / 255)));
+  EXPECT_TRUE(torch::allclose(planes[0][1], torch::full({4, 4}, 100.0f / 255)));
+  EXPECT_FLOAT_EQ(planes[0][2][1][2].item<float>(), static_cast<float>(10 + 3 * 6 + 2) / 255);  // pixel 6
+
+  const torch::Tensor grey = loadBatch(rgb, refs, torch::kCPU, 1);
+  ASSERT_EQ(grey.sizes(), (std::vector<std::int64_t>{1, 1, 4, 4}));
+  const float expected = (0.299f * 200 + 0.587f * 100 + 0.114f * (10 + 3 * 6 + 2)) / 255;
+  EXPECT_NEAR(grey[0][0][1][2].item<float>(), expected, 1e-6);
+  EXPECT_TRUE(torch::allclose(grey, withChannels(planes, 1), 1e-6, 1e-6));
+
+  const storage::CacheFormat mono{4, 16};
+  storage::ImageCache greyCache(dir.file("grey.bin"), mono);
+  greyCache.write(0, storage::cacheKey("film"), pattern(2, mono).data());
+  const std::vector<CachedImageRef> film{{0, storage::cacheKey("film")}};
+  const torch::Tensor repeated = loadBatch(greyCache, film, torch::kCPU, 3);
+  ASSERT_EQ(repeated.sizes(), (std::vector<std::int64_t>{1, 3, 4, 4}));
+  EXPECT_TRUE(torch::equal(repeated, withChannels(loadBatch(greyCache, film), 3)));
+  EXPECT_TRUE(torch::equal(repeated[0][0], repeated[0][2]));
+  EXPECT_THROW(loadBatch(greyCache, film, torch::kCPU, 2), std::invalid_argument);
+}
+
 }  // namespace
 }  // namespace comcl::training

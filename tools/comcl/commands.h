@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "comcl/storage/image_cache.h"
+
 namespace comcl::cli {
 
 // A parsed subcommand and what running it means; run() returns the process exit code.
@@ -23,7 +25,8 @@ void addImagingCommands(CLI::App& app, std::vector<Command>& commands);
 // "  title: a 1, b 2" with the title padded to `width` characters (summaries of index and import).
 void printCounts(const std::string& title, const std::map<std::string, std::int64_t>& counts, int width = 13);
 // --db, --cache, --size, --bits: where a command that writes images puts them.
-void addIndexTargetOptions(CLI::App* command, std::string& db, std::string& cache, int& size, int& bits);
+void addIndexTargetOptions(CLI::App* command, std::string& db, std::string& cache,
+                           storage::CacheFormat& format);
 void addImportCommands(CLI::App& app, std::vector<Command>& commands);
 // Silences DCMTK's logger unless --verbose (our own messages already say what went wrong).
 void quietDicomToolkit(bool verbose);

@@ -104,8 +104,8 @@ std::vector<std::string> listFiles(const std::string& dir) {
   return files;
 }
 
-int runIndex(const std::string& dir, const std::string& dbPath, std::string cachePath, int size, int bits,
-             unsigned jobs, bool replace) {
+int runIndex(const std::string& dir, const std::string& dbPath, std::string cachePath,
+             const storage::CacheFormat& format, unsigned jobs, bool replace) {
   if (!fs::is_directory(dir)) {
     std::cerr << "comcl index: " << dir << " is not a directory\n";
     return 2;
@@ -113,7 +113,7 @@ int runIndex(const std::string& dir, const std::string& dbPath, std::string cach
   if (cachePath.empty())
     cachePath = dbPath + ".images";
   storage::Index index(dbPath);
-  storage::ImageCache cache(cachePath, storage::CacheFormat{size, bits});
+  storage::ImageCache cache(cachePath, format);
   imaging::IngestOptions options;
   options.replaceExisting = replace;
   imaging::Ingestor ingestor(index, cache, options);
@@ -159,7 +159,7 @@ int runIndex(const std::string& dir, const std::string& dbPath, std::string cach
             << "  this run:    " << added << " new, " << replaced << " replaced, " << unchanged
             << " already indexed, " << errors.size() << " errors\n"
             << "  database:    " << dbPath << "\n"
-            << "  image cache: " << cachePath << " (" << size << "x" << size << ", " << bits << "-bit)\n"
+            << "  image cache: " << cachePath << " (" << storage::describe(format) << ")\n"
             << "index totals:\n"
             << "  files:       " << s.files << "\n"
             << "  images:      " << s.images << " decoded\n"
@@ -232,11 +232,22 @@ void printCounts(const std::string& title, const std::map<std::string, std::int6
   std::cout << "\n";
 }
 
-void addIndexTargetOptions(CLI::App* command, std::string& db, std::string& cache, int& size, int& bits) {
+void addIndexTargetOptions(CLI::App* command, std::string& db, std::string& cache,
+                           storage::CacheFormat& format) {
   command->add_option("--db", db, "SQLite index database")->capture_default_str();
   command->add_option("--cache", cache, "Image cache file (default: DB path + .images)");
-  command->add_option("--size", size, "Cache image size")->capture_default_str()->check(CLI::Range(16, 4096));
-  command->add_option("--bits", bits, "Cache depth")->capture_default_str()->check(CLI::IsMember({8, 16}));
+  command->add_option("--size", format.size, "Cache image size")
+      ->capture_default_str()
+      ->check(CLI::Range(16, 4096));
+  command->add_option("--bits", format.bitsPerSample, "Cache depth")
+      ->capture_default_str()
+      ->check(CLI::IsMember({8, 16}));
+  command
+      ->add_option("--channels", format.channels,
+                   "Cache channels: 1 (grey radiographs; colour becomes luminance) or 3 (colour photographs "
+                   "such as fundus images; grey images fill all three)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({1, 3}));
 }
 
 void addImagingCommands(CLI::App& app, std::vector<Command>& commands) {
@@ -246,7 +257,7 @@ void addImagingCommands(CLI::App& app, std::vector<Command>& commands) {
     int decodeSize = 256, decodeBits = 8;
     bool decodeGrey = false;
     std::string indexDir, indexDb = "comcl.sqlite", indexCache;
-    int indexSize = 256, indexBits = 8;
+    storage::CacheFormat indexFormat;
     unsigned indexJobs = std::max(1u, std::thread::hardware_concurrency());
     bool indexReplace = false;
     imaging::SynthOptions synthOptions;
@@ -267,7 +278,7 @@ void addImagingCommands(CLI::App& app, std::vector<Command>& commands) {
   CLI::App* index =
       app.add_subcommand("index", "Index a folder of DICOM files into the database and image cache");
   index->add_option("dir", o.indexDir, "Folder to walk (recursively)")->required();
-  addIndexTargetOptions(index, o.indexDb, o.indexCache, o.indexSize, o.indexBits);
+  addIndexTargetOptions(index, o.indexDb, o.indexCache, o.indexFormat);
   index->add_option("-j,--jobs", o.indexJobs, "Decoding threads")
       ->capture_default_str()
       ->check(CLI::Range(1u, 256u));
@@ -311,8 +322,8 @@ void addImagingCommands(CLI::App& app, std::vector<Command>& commands) {
                       }});
   commands.push_back({index, [] {
                         imaging::tuneAllocatorForBatchDecoding();
-                        return runIndex(o.indexDir, o.indexDb, o.indexCache, o.indexSize, o.indexBits,
-                                        o.indexJobs, o.indexReplace);
+                        return runIndex(o.indexDir, o.indexDb, o.indexCache, o.indexFormat, o.indexJobs,
+                                        o.indexReplace);
                       }});
   commands.push_back({synth, [] {
                         o.synthOptions.lateralViews = !o.noLateral;

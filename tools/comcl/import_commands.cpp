@@ -47,8 +47,8 @@ void printWarnings(const char* command, const std::vector<std::string>& warnings
     std::cerr << "comcl " << command << ": warning: " << w << "\n";
 }
 
-int runImportManifest(const std::string& folder, const std::string& dbPath, std::string cachePath, int size,
-                      int bits, bool replace) {
+int runImportManifest(const std::string& folder, const std::string& dbPath, std::string cachePath,
+                      const storage::CacheFormat& format, bool replace) {
   const auto started = std::chrono::steady_clock::now();
   imaging::Manifest manifest;
   try {  // before the database and cache are opened, so that a bad manifest creates nothing
@@ -60,7 +60,7 @@ int runImportManifest(const std::string& folder, const std::string& dbPath, std:
   if (cachePath.empty())
     cachePath = dbPath + ".images";
   storage::Index index(dbPath);
-  storage::ImageCache cache(cachePath, storage::CacheFormat{size, bits});
+  storage::ImageCache cache(cachePath, format);
   imaging::ManifestImportOptions options;
   options.replaceExisting = replace;
   const imaging::ManifestImportReport r = imaging::importManifest(manifest, index, cache, options);
@@ -72,7 +72,7 @@ int runImportManifest(const std::string& folder, const std::string& dbPath, std:
             << " unchanged, " << r.replaced << " replaced, " << r.failures.size() << " failed\n"
             << "  instances:   " << r.resourcePrefix << "<image_id>\n"
             << "  database:    " << dbPath << "\n"
-            << "  image cache: " << cachePath << " (" << size << "x" << size << ", " << bits << "-bit)\n"
+            << "  image cache: " << cachePath << " (" << storage::describe(format) << ")\n"
             << "  study dates: "
             << (r.studyDateColumn ? "column " + *r.studyDateColumn : std::string("(no YYYYMMDD column)"))
             << "\n"
@@ -125,7 +125,7 @@ void addImportCommands(CLI::App& app, std::vector<Command>& commands) {
   // Options live as long as the process: the commands run after parsing, from main().
   struct Options {
     std::string manifestFolder, manifestDb = "comcl.sqlite", manifestCache;
-    int manifestSize = 256, manifestBits = 8;
+    storage::CacheFormat manifestFormat;
     bool manifestReplace = false;
     std::string labelsManifest, labelsDb, labelsMatch;
   };
@@ -134,7 +134,7 @@ void addImportCommands(CLI::App& app, std::vector<Command>& commands) {
   CLI::App* manifest = app.add_subcommand(
       "import-manifest", "Import a PNG data set described by FOLDER/manifest.csv, with its labels");
   manifest->add_option("folder", o.manifestFolder, "Folder holding manifest.csv and the images")->required();
-  addIndexTargetOptions(manifest, o.manifestDb, o.manifestCache, o.manifestSize, o.manifestBits);
+  addIndexTargetOptions(manifest, o.manifestDb, o.manifestCache, o.manifestFormat);
   manifest->add_flag("--replace", o.manifestReplace, "Re-read and replace rows that are already imported");
 
   CLI::App* labels = app.add_subcommand(
@@ -149,7 +149,7 @@ void addImportCommands(CLI::App& app, std::vector<Command>& commands) {
 
   commands.push_back({manifest, [] {
                         return runImportManifest(o.manifestFolder, o.manifestDb, o.manifestCache,
-                                                 o.manifestSize, o.manifestBits, o.manifestReplace);
+                                                 o.manifestFormat, o.manifestReplace);
                       }});
   commands.push_back({labels, [] { return runImportLabels(o.labelsManifest, o.labelsDb, o.labelsMatch); }});
 }

@@ -193,7 +193,22 @@ struct PretrainOptions {
   LesionChoice lesions;
   std::vector<std::string> ablations;
   double patchFraction = 0.25;
+  std::string degradation;  // empty: by the cache's channels
+  int channels = 0;         // backbone input channels; 0: the cache's
 };
+
+// CoMCL's views for radiographs or fundus photographs ("radiograph" / "fundus"; empty: fundus for a colour
+// cache): the degradation set, and for fundus photographs the authors' rotation of up to 180 degrees (a
+// fundus has no up).
+void chooseViewSettings(PretrainConfig& c, const std::string& name, int cacheChannels) {
+  const std::string set = !name.empty() ? name : cacheChannels == 3 ? "fundus" : "radiograph";
+  if (set == "fundus") {
+    c.comcl.views.degradation = fundusDegradation();
+    c.augment.maxRotationDegrees = 180;
+  } else {
+    c.comcl.views.degradation = radiographDegradation();
+  }
+}
 
 class ProgressLine {
  public:
@@ -229,7 +244,7 @@ class ProgressLine {
   std::chrono::steady_clock::time_point lastPrint_{};
 };
 
-PretrainConfig pretrainConfigFrom(const PretrainOptions& o, const CLI::App& command) {
+PretrainConfig pretrainConfigFrom(const PretrainOptions& o, const CLI::App& command, int cacheChannels) {
   PretrainConfig c = PretrainConfig::forMethod(o.method, o.imageSize);
   if (!o.configFile.empty()) {
     std::ifstream in(o.configFile);
@@ -266,6 +281,12 @@ PretrainConfig pretrainConfigFrom(const PretrainOptions& o, const CLI::App& comm
   }
   if (given("--patch-fraction"))
     c.comcl.views.patchFraction = o.patchFraction;
+  if (given("--channels"))
+    c.moco.channels = o.channels;
+  else if (o.configFile.empty())
+    c.moco.channels = cacheChannels;
+  if (c.method == "comcl" && (given("--degradation") || o.configFile.empty()))
+    chooseViewSettings(c, o.degradation, cacheChannels);
   for (const std::string& ablation : o.ablations) {
     if (ablation == "no-lesion-term")
       c.comcl.loss.lesionTerm = false;
@@ -343,8 +364,23 @@ ComclRoles comclRolesOf(OpenData& data, const LesionChoice& choice, const std::s
   return roles;
 }
 
+// One line on the synthetic degradations, e.g. "fundus: one of the 7 degrade_eyeq codes per view".
+std::string describeDegradation(const DegradationConfig& d) {
+  std::ostringstream text;
+  if (!d.fundusCodes.empty()) {
+    text << "fundus: one of " << d.fundusCodes.size() << " degrade_eyeq codes per view";
+  } else {
+    text << d.minKinds << "-" << d.maxKinds << " of";
+    for (DegradationKind kind : d.kinds)
+      text << " " << toString(kind);
+    text << " per view";
+  }
+  text << ", severity " << d.severityMin << "-" << d.severityMax;
+  return text.str();
+}
+
 void printComclRoles(const ComclPlanner& planner, const ComclRoles& roles, const std::string& label,
-                     const std::string& source) {
+                     const std::string& source, const DegradationConfig& degradation) {
   std::cout << "CoMCL roles (" << label << ", training patients): " << roles.lesionImages.size()
             << " lesion images (" << planner.lesionHighQuality() << " high / " << planner.lesionLowQuality()
             << " real low quality), " << roles.healthyImages.size() << " healthy images ("
@@ -354,6 +390,7 @@ void printComclRoles(const ComclPlanner& planner, const ComclRoles& roles, const
             << " lesion images with a box\n";
   if (planner.healthyLowQuality() == 0)
     std::cout << "  no real low-quality healthy image: every low-quality view is a synthetic degradation\n";
+  std::cout << "  synthetic degradations: " << describeDegradation(degradation) << "\n";
 }
 
 struct TrainsetOptions {
@@ -365,6 +402,7 @@ struct TrainsetOptions {
   int batchSize = 16;
   int examples = 8;
   double patchFraction = 0.25;
+  std::string degradation;  // empty: by the cache's channels
   std::uint64_t seed = 0;
   std::string sheet;
   std::string json;
@@ -377,10 +415,11 @@ int runTrainset(const TrainsetOptions& o) {
   PretrainConfig config = PretrainConfig::forMethod("comcl", o.imageSize);
   config.comcl.views.patchFraction = o.patchFraction;
   config.batchSize = o.batchSize;
+  chooseViewSettings(config, o.degradation, data.cache->format().channels);
   const ComclPlanner planner(data.set, roles, config.comcl.views, config.batchSize);
   std::cout << "CoMCL training set of " << data.set.size() << " images, data " << data.set.snapshotId()
             << "\n";
-  printComclRoles(planner, roles, o.lesions.label, o.lesions.source);
+  printComclRoles(planner, roles, o.lesions.label, o.lesions.source, config.comcl.views.degradation);
   const std::int64_t samples = planner.stepsPerEpoch() * config.batchSize;
   const std::int64_t lowQualityViews = samples * config.comcl.views.healthyPerLesion;
   const double realShare = planner.healthyLowQuality() > 0 ? config.comcl.views.realLowQualityShare : 0.0;
@@ -414,7 +453,8 @@ int runTrainset(const TrainsetOptions& o) {
     const int examples = std::min<int>(o.examples, static_cast<int>(roles.lesionImages.size()));
     const ComclContactSheet sheet = makeComclContactSheet(data.set, *data.cache, roles, config.comcl.views,
                                                           config.augment, examples, o.seed);
-    imaging::Image image(static_cast<int>(sheet.pixels.size(1)), static_cast<int>(sheet.pixels.size(0)));
+    imaging::Image image(static_cast<int>(sheet.pixels.size(1)), static_cast<int>(sheet.pixels.size(0)),
+                         static_cast<int>(sheet.pixels.size(2)));
     std::copy(sheet.pixels.data_ptr<float>(), sheet.pixels.data_ptr<float>() + sheet.pixels.numel(),
               image.pixels.begin());
     imaging::writePng(o.sheet, image);
@@ -465,7 +505,7 @@ ComclRoles runComclRoles(OpenData& data, const PretrainOptions& o) {
 
 int runPretrain(const PretrainOptions& o, const CLI::App& command) {
   OpenData data = openData(o.data);
-  PretrainConfig config = pretrainConfigFrom(o, command);
+  PretrainConfig config = pretrainConfigFrom(o, command, data.cache->format().channels);
   const auto images = static_cast<int>(data.set.size());
   if (config.moco.queueSize > images) {
     // A queue longer than the data holds several stale keys of every image, the query's own among them.
@@ -478,7 +518,7 @@ int runPretrain(const PretrainOptions& o, const CLI::App& command) {
   if (config.method == "comcl") {
     roles = runComclRoles(data, o);
     printComclRoles(ComclPlanner(data.set, roles, config.comcl.views, config.batchSize), roles,
-                    o.lesions.label, o.lesions.source);
+                    o.lesions.label, o.lesions.source, config.comcl.views.degradation);
   }
   const PairStatistics pairs = PositiveSampler(data.set, config.pairs).statistics();
   std::cout << "pre-training " << config.method << " (" << config.pairs.toString() << ", negatives "
@@ -486,7 +526,8 @@ int runPretrain(const PretrainOptions& o, const CLI::App& command) {
             << data.set.patientKeys().size() << " patients, data " << data.set.snapshotId() << "\n"
             << "  " << pairs.withOtherImage << " queries have a metadata positive, "
             << pairs.onlySelf + pairs.fallback << " pair with themselves\n"
-            << "  " << config.moco.architecture << " at " << config.augment.outputSize << " px, batch "
+            << "  " << config.moco.architecture << " at " << config.augment.outputSize << " px, "
+            << config.moco.channels << (config.moco.channels == 1 ? " channel" : " channels") << ", batch "
             << config.batchSize << ", " << config.epochs << " epochs, queue " << config.moco.queueSize
             << ", T " << config.moco.temperature << ", " << config.optim.optimizer << " lr "
             << config.optim.learningRate << " (" << config.optim.schedule << "), device " << config.device
@@ -676,6 +717,7 @@ int runEvaluation(const EvalOptions& o, const std::string& mode) {
   EncoderSource source;
   source.directory = o.encoder;
   source.architecture = o.architecture;
+  source.channels = data.cache->format().channels;
   config.imageSize = o.imageSize > 0 ? o.imageSize : o.random ? 224 : readEncoderInfo(o.encoder).imageSize;
   std::cout << mode << ": " << source.describe() << " at " << config.imageSize << " px, labels";
   for (const auto& l : o.labels)
@@ -793,6 +835,17 @@ void addTrainingCommands(CLI::App& app, std::vector<Command>& commands) {
       "comcl: no-lesion-term, no-quality-term, no-image-term, no-spl, fixed-top-k (repeatable)");
   pretrain->add_option("--patch-fraction", pre.patchFraction, "comcl: patch window side / image side")
       ->check(CLI::Range(0.01, 1.0));
+  pretrain
+      ->add_option("--degradation", pre.degradation,
+                   "comcl: synthetic low-quality views for radiograph or fundus images (default: fundus for "
+                   "a colour image cache)")
+      ->check(CLI::IsMember({"radiograph", "fundus"}));
+  pretrain
+      ->add_option(
+          "--channels", pre.channels,
+          "Backbone input channels, 1 or 3 (default: the image cache's; grey images fill 3 channels, "
+          "colour ones become luminance for 1)")
+      ->check(CLI::IsMember({1, 3}));
   pretrain->add_option("--method", pre.method, "moco (instance pairs), medaug (metadata pairs) or comcl")
       ->check(CLI::IsMember({"moco", "medaug", "comcl"}))
       ->capture_default_str();
@@ -865,6 +918,12 @@ void addTrainingCommands(CLI::App& app, std::vector<Command>& commands) {
       ->check(CLI::Range(2, 65536));
   trainsetCommand->add_option("--patch-fraction", trainset.patchFraction, "Patch window side / image side")
       ->check(CLI::Range(0.01, 1.0));
+  trainsetCommand
+      ->add_option(
+          "--degradation", trainset.degradation,
+          "Synthetic low-quality views for radiograph or fundus images (default: fundus for a colour "
+          "image cache)")
+      ->check(CLI::IsMember({"radiograph", "fundus"}));
   trainsetCommand->add_option("--examples", trainset.examples, "Rows of the contact sheet")
       ->capture_default_str()
       ->check(CLI::Range(2, 64));

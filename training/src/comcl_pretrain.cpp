@@ -64,7 +64,8 @@ class ComclMethod final : public PretrainMethod {
   }
 
   HostBatch load(std::int64_t step, bool pin) const override {
-    ComclStepImages images = loadComclStep(set_, cache_, roles_, plan_[static_cast<std::size_t>(step)], pin);
+    ComclStepImages images = loadComclStep(set_, cache_, roles_, plan_[static_cast<std::size_t>(step)], pin,
+                                           config_.moco.channels);
     return {{images.lesionImages, images.lesionBoxes, images.healthyImages, images.lowQualityImages,
              images.lowQualityIsReal}};
   }

@@ -240,11 +240,11 @@ std::vector<ComclStepPlan> ComclPlanner::planEpoch(std::mt19937_64& rng) const {
 }
 
 ComclStepImages loadComclStep(const TrainingSet& set, const storage::ImageCache& cache,
-                              const ComclRoles& roles, const ComclStepPlan& plan, bool pin) {
+                              const ComclRoles& roles, const ComclStepPlan& plan, bool pin, int channels) {
   ComclStepImages step;
-  step.lesionImages = loadHostBatch(cache, set.cachedRefs(plan.lesion), pin);
-  step.healthyImages = loadHostBatch(cache, set.cachedRefs(plan.healthy), pin);
-  step.lowQualityImages = loadHostBatch(cache, set.cachedRefs(plan.lowQuality), pin);
+  step.lesionImages = loadHostBatch(cache, set.cachedRefs(plan.lesion), pin, channels);
+  step.healthyImages = loadHostBatch(cache, set.cachedRefs(plan.healthy), pin, channels);
+  step.lowQualityImages = loadHostBatch(cache, set.cachedRefs(plan.lowQuality), pin, channels);
   std::vector<float> boxes;
   for (std::size_t i = 0; i < plan.lesion.size(); ++i) {
     if (plan.lesionBox[i] < 0) {
@@ -410,16 +410,17 @@ ComclContactSheet makeComclContactSheet(const TrainingSet& set, const storage::I
     }
     sheet.rows.push_back(row);
     std::vector<torch::Tensor> tiles;
+    const std::int64_t channels = whole.size(1);
     for (const torch::Tensor& view :
          {whole, views.lesion, views.lesionSecond, views.lowQualityLesion, views.image, views.lowQualityImage,
           views.healthy, views.lowQualityHealthy}) {
       if (!tiles.empty())
-        tiles.push_back(torch::full({v, static_cast<std::int64_t>(gap)}, 0.5));
-      tiles.push_back(view[i].mean(0).to(torch::kCPU, torch::kFloat32));  // grey
+        tiles.push_back(torch::full({v, static_cast<std::int64_t>(gap), channels}, 0.5));
+      tiles.push_back(view[i].permute({1, 2, 0}).to(torch::kCPU, torch::kFloat32));
     }
     if (!rows.empty())
-      rows.push_back(
-          torch::full({static_cast<std::int64_t>(gap), 8 * v + 7 * static_cast<std::int64_t>(gap)}, 0.5));
+      rows.push_back(torch::full(
+          {static_cast<std::int64_t>(gap), 8 * v + 7 * static_cast<std::int64_t>(gap), channels}, 0.5));
     rows.push_back(torch::cat(tiles, 1));
   }
   sheet.pixels = torch::cat(rows, 0).clamp(0, 1).contiguous();

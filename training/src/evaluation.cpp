@@ -104,18 +104,18 @@ Labelled drawSubset(const Labelled& pool, int classes, const LabelBudget& budget
 }
 
 torch::Tensor readImages(const TrainingSet& set, const storage::ImageCache& cache,
-                         const std::vector<int>& images, torch::Device device) {
-  return loadBatch(cache, set.cachedRefs(images), device);
+                         const std::vector<int>& images, torch::Device device, int channels) {
+  return loadBatch(cache, set.cachedRefs(images), device, channels);
 }
 
-// Changes a batch of images ([n, 1, size, size] in [0, 1], the set's images `images`) before it is
+// Changes a batch of images ([n, C, size, size] in [0, 1], the set's images `images`) before it is
 // normalised: the sweep's degradations.
 using BatchTransform =
     std::function<torch::Tensor(const torch::Tensor& batch, const std::vector<int>& images)>;
 
 // `forward` (a backbone's features or a network's logits) of the images, `batchSize` at a time in the given
-// order: read from the cache, resized to `imageSize`, passed through `transform` (when set), normalised and
-// expanded to the encoder's channels. Rows in the order of `images`, on the CPU. The clean and the degraded
+// order: read from the cache with the encoder's channels, resized to `imageSize`, passed through `transform`
+// (when set) and normalised. Rows in the order of `images`, on the CPU. The clean and the degraded
 // test images go through here in the same batches, so a transform that changes nothing changes no output.
 torch::Tensor forwardImages(const std::function<torch::Tensor(const torch::Tensor&)>& forward,
                             const EncoderInfo& info, const TrainingSet& set, const storage::ImageCache& cache,
@@ -128,11 +128,11 @@ torch::Tensor forwardImages(const std::function<torch::Tensor(const torch::Tenso
         images.begin() + static_cast<std::ptrdiff_t>(start),
         images.begin() + static_cast<std::ptrdiff_t>(
                              std::min(images.size(), start + static_cast<std::size_t>(batchSize))));
-    torch::Tensor x = detail::resizedTo(readImages(set, cache, chunk, device), imageSize);
+    torch::Tensor x = detail::resizedTo(readImages(set, cache, chunk, device, info.channels), imageSize);
     if (transform)
       x = transform(x, chunk);
     x = (x - info.mean) / info.stddev;
-    parts.push_back(forward(x.expand({x.size(0), info.channels, x.size(2), x.size(3)})).to(torch::kCPU));
+    parts.push_back(forward(x).to(torch::kCPU));
   }
   return torch::cat(parts);
 }
@@ -148,7 +148,8 @@ Encoder openEncoder(const EncoderSource& source, int imageSize, std::uint64_t se
     torch::manual_seed(seed);
     e.info.architecture = source.architecture;
     e.info.imageSize = imageSize;
-    e.backbone = makeBackbone(source.architecture, 1, 1);
+    e.info.channels = source.channels;
+    e.backbone = makeBackbone(source.architecture, source.channels, 1);
   } else {
     e.backbone = loadEncoder(source.directory, &e.info);
   }
@@ -285,9 +286,8 @@ std::shared_ptr<ResNet> finetune(const Encoder& encoder, const TrainingSet& set,
         rows.push_back(order[k]);
       }
       const torch::Tensor rowIndex = torch::tensor(rows, torch::kLong);
-      torch::Tensor x = augment(readImages(set, cache, chunk, device), rng);
+      torch::Tensor x = augment(readImages(set, cache, chunk, device, encoder.info.channels), rng);
       x = (x - encoder.info.mean) / encoder.info.stddev;
-      x = x.expand({x.size(0), encoder.info.channels, x.size(2), x.size(3)});
       const torch::Tensor logits = network->forward(x);
       torch::Tensor loss;
       if (classes == 2) {

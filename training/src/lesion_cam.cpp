@@ -30,12 +30,14 @@ struct CamModel {
   EncoderInfo info;
 };
 
-CamModel makeModel(const LesionConfig& config) {
+// A fresh network takes the cache's channels; a pre-trained encoder keeps its own (images are read to fit).
+CamModel makeModel(const LesionConfig& config, int cacheChannels) {
   CamModel model;
   torch::manual_seed(config.seed);
   if (config.camEncoder.empty()) {
     model.info.architecture = config.camArchitecture;
-    model.network = makeBackbone(config.camArchitecture, 1, 1);
+    model.info.channels = cacheChannels;
+    model.network = makeBackbone(config.camArchitecture, cacheChannels, 1);
     return model;
   }
   std::shared_ptr<ResNet> backbone;
@@ -56,11 +58,11 @@ CamModel makeModel(const LesionConfig& config) {
   return model;
 }
 
-// Images of the set as the network's input: resized to `size`, normalised, grey replicated to its channels.
+// Images of the set as the network's input: read with its channels, resized to `size`, normalised.
 torch::Tensor input(const LesionRun& run, const CamModel& model, const std::vector<int>& images, int size) {
-  torch::Tensor x = detail::resizedTo(loadBatch(run.cache, run.set.cachedRefs(images), run.device), size);
-  x = (x - model.info.mean) / model.info.stddev;
-  return x.expand({x.size(0), model.info.channels, size, size});
+  torch::Tensor x = detail::resizedTo(
+      loadBatch(run.cache, run.set.cachedRefs(images), run.device, model.info.channels), size);
+  return (x - model.info.mean) / model.info.stddev;
 }
 
 std::vector<int> slice(const std::vector<int>& items, std::size_t start, std::size_t count) {
@@ -252,7 +254,7 @@ std::vector<std::vector<LesionBox>> camCandidates(const LesionRun& run, const st
         std::to_string(positives) + " positive and " + std::to_string(negatives) +
         " negative. Label more training patients' images, or use the stored or detector lesion source.");
   }
-  CamModel model = makeModel(config);
+  CamModel model = makeModel(config, run.cache.format().channels);
   std::mt19937_64 rng(config.seed);
   run.report("lesion proposals: training the CAM model (" + model.info.architecture + ", " +
              std::to_string(config.camImageSize) + " px) on " + std::to_string(trainImages.size()) +

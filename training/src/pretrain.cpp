@@ -300,9 +300,10 @@ class MocoMethod final : public detail::PretrainMethod {
     const std::vector<int> queries(plan_.queries.begin() + begin, plan_.queries.begin() + begin + batch);
     const std::vector<int> keys(plan_.positives.begin() + begin, plan_.positives.begin() + begin + batch);
     const KeyMetadata q = metadataOf(set_, queries), k = metadataOf(set_, keys);
-    return {{loadHostBatch(cache_, set_.cachedRefs(queries), pin),
-             loadHostBatch(cache_, set_.cachedRefs(keys), pin), q.patient, q.study, q.laterality, k.patient,
-             k.study, k.laterality}};
+    const int channels = config_.moco.channels;
+    return {{loadHostBatch(cache_, set_.cachedRefs(queries), pin, channels),
+             loadHostBatch(cache_, set_.cachedRefs(keys), pin, channels), q.patient, q.study, q.laterality,
+             k.patient, k.study, k.laterality}};
   }
   torch::Tensor forward(const detail::HostBatch& batch, const detail::StepContext& c) override {
     const std::vector<torch::Tensor>& t = batch.tensors;

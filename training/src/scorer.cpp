@@ -21,6 +21,7 @@
 #include <sstream>
 
 #include "comcl/training/resnet.h"
+#include "comcl/training/tensor_batch.h"
 #include "image_ops.h"
 
 namespace comcl::training {
@@ -214,8 +215,8 @@ class NetworkScorer final : public Scorer {
   }
 
   torch::Tensor score(const torch::Tensor& images) override {
-    if (images.dim() != 4 || images.size(1) != 1) {
-      throw std::invalid_argument("images must be a [N, 1, S, S] tensor, not " + shapeText(images));
+    if (images.dim() != 4 || (images.size(1) != 1 && images.size(1) != 3)) {
+      throw std::invalid_argument("images must be a [N, 1 or 3, S, S] tensor, not " + shapeText(images));
     }
     const auto findings = static_cast<std::int64_t>(model_.findings.size());
     const std::int64_t n = images.size(0);
@@ -226,9 +227,7 @@ class NetworkScorer final : public Scorer {
     network_->eval();
     torch::Tensor x = images.to(device_, torch::kFloat32);
     const std::int64_t size = model_.inputSize;
-    x = detail::resizedTo(x, size);
-    if (model_.channels != 1)
-      x = x.expand({n, model_.channels, size, size});
+    x = withChannels(detail::resizedTo(x, size), model_.channels);
     x = (x - mean_) / std_;
     torch::Tensor logits = network_->forward(x);
     if (logits.dim() != 2 || logits.size(0) != n || logits.size(1) != findings) {

@@ -1,5 +1,6 @@
 #include "comcl/training/tensor_batch.h"
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 
@@ -31,18 +32,51 @@ void toUnitFloat(const std::uint8_t* raw, std::size_t samples, int bitsPerSample
   }
 }
 
+int outputChannels(const storage::CacheFormat& format, int channels) {
+  if (channels != 0 && channels != 1 && channels != 3)
+    throw std::invalid_argument("images can be read with 1 or 3 channels, not " + std::to_string(channels));
+  return channels == 0 ? format.channels : channels;
+}
+
+// Interleaved cache samples (H x W x cached channels per image) to planes [count, channels, H, W]: the cached
+// planes as they are, grey repeated into three planes, or RGB reduced to luminance.
 torch::Tensor unitFloatTensor(const std::uint8_t* raw, std::int64_t count, const storage::CacheFormat& format,
-                              bool pinned) {
-  torch::Tensor images = torch::empty({count, 1, format.size, format.size},
+                              int channels, bool pinned) {
+  const int cached = format.channels;
+  const int wanted = outputChannels(format, channels);
+  torch::Tensor images = torch::empty({count, wanted, format.size, format.size},
                                       torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(pinned));
-  toUnitFloat(raw, static_cast<std::size_t>(images.numel()), format.bitsPerSample, images.data_ptr<float>());
+  float* out = images.data_ptr<float>();
+  if (cached == 1 && wanted == 1) {
+    toUnitFloat(raw, static_cast<std::size_t>(images.numel()), format.bitsPerSample, out);
+    return images;
+  }
+  const std::size_t plane = static_cast<std::size_t>(format.size) * static_cast<std::size_t>(format.size);
+  const std::size_t bytesPerSample = format.bitsPerSample == 16 ? 2 : 1;
+  std::vector<float> samples(plane * static_cast<std::size_t>(cached));
+  for (std::int64_t n = 0; n < count; ++n) {
+    toUnitFloat(raw + static_cast<std::size_t>(n) * samples.size() * bytesPerSample, samples.size(),
+                format.bitsPerSample, samples.data());
+    float* image = out + static_cast<std::size_t>(n) * plane * static_cast<std::size_t>(wanted);
+    if (cached == 1) {  // grey into R, G and B
+      for (int c = 0; c < wanted; ++c)
+        std::copy(samples.begin(), samples.end(), image + static_cast<std::size_t>(c) * plane);
+    } else if (wanted == 3) {
+      for (std::size_t i = 0; i < plane; ++i)
+        for (std::size_t c = 0; c < 3; ++c)
+          image[c * plane + i] = samples[3 * i + c];
+    } else {
+      for (std::size_t i = 0; i < plane; ++i)
+        image[i] = 0.299f * samples[3 * i] + 0.587f * samples[3 * i + 1] + 0.114f * samples[3 * i + 2];
+    }
+  }
   return images;
 }
 
 }  // namespace
 
 torch::Tensor loadHostBatch(const storage::ImageCache& cache, const std::vector<CachedImageRef>& images,
-                            bool pinned) {
+                            bool pinned, int channels) {
   const storage::CacheFormat& format = cache.format();
   checkDepth(format);
   std::vector<std::int64_t> slots;
@@ -56,17 +90,33 @@ torch::Tensor loadHostBatch(const storage::ImageCache& cache, const std::vector<
   std::vector<std::uint8_t> raw(images.size() * format.imageBytes());
   if (!images.empty())
     cache.readBatch(slots, keys, raw.data());
-  return unitFloatTensor(raw.data(), static_cast<std::int64_t>(images.size()), format, pinned);
+  return unitFloatTensor(raw.data(), static_cast<std::int64_t>(images.size()), format, channels, pinned);
 }
 
 torch::Tensor loadBatch(const storage::ImageCache& cache, const std::vector<CachedImageRef>& images,
-                        torch::Device device) {
-  return loadHostBatch(cache, images, device.is_cuda()).to(device, /*non_blocking=*/device.is_cuda());
+                        torch::Device device, int channels) {
+  return loadHostBatch(cache, images, device.is_cuda(), channels)
+      .to(device, /*non_blocking=*/device.is_cuda());
 }
 
-torch::Tensor bytesToTensor(const void* bytes, std::int64_t count, const storage::CacheFormat& format) {
+torch::Tensor bytesToTensor(const void* bytes, std::int64_t count, const storage::CacheFormat& format,
+                            int channels) {
   checkDepth(format);
-  return unitFloatTensor(static_cast<const std::uint8_t*>(bytes), count, format, false);
+  return unitFloatTensor(static_cast<const std::uint8_t*>(bytes), count, format, channels, false);
+}
+
+torch::Tensor withChannels(const torch::Tensor& images, int channels) {
+  if (images.dim() != 4 || (images.size(1) != 1 && images.size(1) != 3))
+    throw std::invalid_argument("withChannels: expected a [N, 1 or 3, H, W] batch");
+  if (channels != 1 && channels != 3)
+    throw std::invalid_argument("images can be read with 1 or 3 channels, not " + std::to_string(channels));
+  if (images.size(1) == channels)
+    return images;
+  if (channels == 3)
+    return images.expand({images.size(0), 3, images.size(2), images.size(3)});
+  const torch::Tensor weights =
+      torch::tensor({0.299f, 0.587f, 0.114f}, images.options()).reshape({1, 3, 1, 1});
+  return (images * weights).sum(1, /*keepdim=*/true);
 }
 
 }  // namespace comcl::training

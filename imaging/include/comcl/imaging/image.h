@@ -40,6 +40,9 @@ struct Rect {
 
 // Luminance (ITU-R BT.601 weights) of an RGB image; a grey image is returned as is.
 Image toGrey(const Image& image);
+// The image with `channels` channels (1 or 3): RGB to luminance as toGrey, grey repeated into R, G and B, an
+// image that already has them returned as is. Throws std::invalid_argument for other channel counts.
+Image toChannels(const Image& image, int channels);
 
 // Quantises [0, 1] samples to 8-bit (0..255) or 16-bit (0..65535) little-endian bytes, rounding to nearest.
 // Samples outside [0, 1] are clamped (NaN becomes 0); all channels are written, interleaved.

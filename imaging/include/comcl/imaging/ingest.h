@@ -56,7 +56,9 @@ struct IngestOutcome {
 
 class Ingestor {
  public:
-  // The cache format decides the normalised size and depth. Index and cache must outlive the ingestor.
+  // The cache format decides the normalised size, depth and channels (a grey cache stores colour images as
+  // luminance, a colour cache stores grey images in all three channels). Index and cache must outlive the
+  // ingestor.
   Ingestor(storage::Index& index, storage::ImageCache& cache, IngestOptions options = {});
 
   // Thread-safe: decoding runs in the calling thread; index and cache serialise their own writes.

@@ -2,7 +2,7 @@
 // the manifest's label columns into instance-scope labels. Used by `comcl import-manifest` and
 // `comcl import-labels`; docs/data.md says what becomes what.
 //
-// Pixels take the DICOM ingest's path after decoding: colour becomes luminance (toGrey), the image is
+// Pixels take the DICOM ingest's path after decoding: the image takes the cache's channels (toChannels), is
 // letterboxed into the cache square (letterbox), written to a cache slot and flushed, then the row and its
 // quality (measureQuality, assessQuality) are stored in one transaction.
 #pragma once

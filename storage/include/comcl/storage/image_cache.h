@@ -1,8 +1,9 @@
 // Fixed-size preprocessed images in one memory-mapped file, addressed by slot number from the index.
 //
 // Layout: a 4096-byte file header (magic, format), then slots of `slotStride()` bytes. Each slot holds a
-// 32-byte header (magic, CRC-32 of the pixels, key, pixel byte count) followed by the pixels of one
-// single-channel image, row-major, little-endian for 16-bit. A slot is written with one pwrite and is only
+// 32-byte header (magic, CRC-32 of the pixels, key, pixel byte count) followed by the pixels of one image,
+// row-major with interleaved channels (grey, or RGB for colour photographs such as fundus images),
+// little-endian for 16-bit. A slot is written with one pwrite and is only
 // referenced from the index after it is written, and a referenced slot is never overwritten, so a torn write
 // (crash, power loss) can only damage a slot that nothing points to yet; reads verify magic, key and CRC.
 #pragma once
@@ -24,11 +25,18 @@ class CacheError : public std::runtime_error {
 struct CacheFormat {
   int size = 256;         // images are size x size pixels
   int bitsPerSample = 8;  // 8 or 16
+  int channels = 1;       // 1 (grey: radiographs) or 3 (RGB: fundus and other colour photographs)
   std::size_t imageBytes() const {
-    return static_cast<std::size_t>(size) * static_cast<std::size_t>(size) * (bitsPerSample == 16 ? 2u : 1u);
+    return static_cast<std::size_t>(size) * static_cast<std::size_t>(size) *
+           static_cast<std::size_t>(channels) * (bitsPerSample == 16 ? 2u : 1u);
   }
-  bool operator==(const CacheFormat& o) const { return size == o.size && bitsPerSample == o.bitsPerSample; }
+  bool operator==(const CacheFormat& o) const {
+    return size == o.size && bitsPerSample == o.bitsPerSample && channels == o.channels;
+  }
 };
+
+// "256x256 8-bit grey", "512x512 16-bit RGB".
+std::string describe(const CacheFormat& format);
 
 class ImageCache {
  public:

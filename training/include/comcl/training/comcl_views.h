@@ -79,10 +79,10 @@ struct ComclViewConfig {
 
 // What a step reads from the image cache (made on loader threads from a ComclStepPlan).
 struct ComclStepImages {
-  torch::Tensor lesionImages;      // float [B, 1, S, S] in [0, 1]
+  torch::Tensor lesionImages;      // float [B, C, S, S] in [0, 1]
   torch::Tensor lesionBoxes;       // float [B, 4] normalised x0, y0, x1, y1; all -1: no box
-  torch::Tensor healthyImages;     // float [H, 1, S, S]: V3 sources
-  torch::Tensor lowQualityImages;  // float [H, 1, S, S]: V4 sources
+  torch::Tensor healthyImages;     // float [H, C, S, S]: V3 sources
+  torch::Tensor lowQualityImages;  // float [H, C, S, S]: V4 sources
   torch::Tensor lowQualityIsReal;  // bool [H]: false = degrade a copy (synthetic V4)
 };
 
@@ -120,9 +120,10 @@ class ComclPlanner {
 // Whether an image's quality flag marks a real low-quality image (usable or reject).
 bool isLowQuality(const TrainingImage& image);
 
-// Reads a planned step's images (thread-safe: the cache is read-only here).
+// Reads a planned step's images with `channels` channels (0: the cache's; see loadHostBatch). Thread-safe:
+// the cache is read-only here.
 ComclStepImages loadComclStep(const TrainingSet& set, const storage::ImageCache& cache,
-                              const ComclRoles& roles, const ComclStepPlan& plan, bool pin);
+                              const ComclRoles& roles, const ComclStepPlan& plan, bool pin, int channels = 0);
 
 // The views of a step, on the images' device, values in [0, 1] (not yet normalised).
 struct ComclViews {
@@ -159,7 +160,9 @@ class ComclViewMaker {
 // A picture of what CoMCL will train on, for a person to check before training (`comcl trainset`): one row
 // per lesion sample of the first step of an epoch, one column per view, `gap` pixels of mid grey between.
 struct ComclContactSheet {
-  torch::Tensor pixels;  // float [rows * (V + gap) - gap, 8 * (V + gap) - gap] in [0, 1], CPU
+  // float [rows * (V + gap) - gap, 8 * (V + gap) - gap, C] in [0, 1], CPU, C = the cache's channels
+  // (interleaved like imaging::Image: grey radiographs, or RGB fundus photographs).
+  torch::Tensor pixels;
   // Per row: the lesion image's resource id, its box (or null), what its degraded copy got, the healthy
   // images' resource ids and whether V4 is a real low-quality image or what degraded it.
   nlohmann::json rows = nlohmann::json::array();

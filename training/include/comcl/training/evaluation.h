@@ -125,6 +125,7 @@ struct ProtocolConfig {
 struct EncoderSource {
   std::string directory;  // empty: random initialisation with `architecture`
   std::string architecture = "resnet18";
+  int channels = 1;  // random initialisation: input channels (1 or 3; a pre-trained encoder has its own)
   std::string describe() const;
 };
 

@@ -40,8 +40,9 @@ class Scorer {
   virtual int inputSize() const = 0;
   // e.g. "v3 tiny-cnn (2 findings) on cpu"
   virtual std::string description() const = 0;
-  // images: float [N, 1, S, S] in [0, 1] on any device -> float [N, findings().size()] probabilities in
-  // [0, 1] on the CPU. Throws std::invalid_argument for a tensor of another rank or channel count.
+  // images: float [N, 1 or 3, S, S] in [0, 1] on any device (brought to the model's channels as
+  // withChannels does) -> float [N, findings().size()] probabilities in [0, 1] on the CPU. Throws
+  // std::invalid_argument for a tensor of another rank or channel count.
   virtual torch::Tensor score(const torch::Tensor& images) = 0;
 };
 
