@@ -17,7 +17,8 @@
 #             comcl-fixed-top-k (default: all)
 # CPU-sized by default (64 px, 15 epochs, 2 seeds: about an hour on 2 idle cores). Writes DIR/results.md
 # (the table), DIR/curve.md (AUC against severity) and every run's logs and JSON; re-running reuses the
-# finished pre-training runs (each run directory resumes) and evaluations.
+# finished pre-training runs (each run directory resumes) and evaluations; CoMCL's runs are named with their
+# lesion source (seedS-comcl-boxes-cam), so a run with other boxes is never taken for one with these.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -77,39 +78,50 @@ pretrain_args() {  # the method's comcl pretrain flags
 
 evaluate=(--db "$db" --label "$label" --draws "$draws" --device auto --by-quality --sweep "$sweep"
           --sweep-severities "$severities")
+# A run's file name: CoMCL runs carry their lesion source, so that runs with other boxes are never reused.
+stem() {
+  case "$1" in
+    comcl*) echo "seed$2-$1-boxes-$lesion_source" ;;
+    *) echo "seed$2-$1" ;;
+  esac
+}
 for seed in $seeds; do
   for method in $methods; do
-    json="$out/seed$seed-$method.json"
+    name=$(stem "$method" "$seed")
+    json="$out/$name.json"
     [ -f "$json" ] && continue
     case "$method" in
       random)
         "$comcl" linear-eval "${evaluate[@]}" --random --image-size "$size" --seed "$seed" --json "$json.tmp" \
-          >"$out/seed$seed-$method-eval.txt" ;;
+          >"$out/$name-eval.txt" ;;
       supervised)
         "$comcl" finetune "${evaluate[@]}" --random --image-size "$size" --seed "$seed" --json "$json.tmp" \
-          >"$out/seed$seed-$method-eval.txt" ;;
+          >"$out/$name-eval.txt" ;;
       *)
-        run="$out/seed$seed-$method"
+        run="$out/$name"
         # shellcheck disable=SC2046  # the method's flags are words
         "$comcl" pretrain --db "$db" --run "$run" $(pretrain_args "$method") --epochs "$epochs" \
           --batch-size "$batch" --image-size "$size" --seed "$seed" --device auto --quiet \
-          >"$out/seed$seed-$method-pretrain.txt"
+          >"$out/$name-pretrain.txt"
         "$comcl" linear-eval "${evaluate[@]}" --encoder "$run/encoder" --seed "$seed" --json "$json.tmp" \
-          >"$out/seed$seed-$method-eval.txt" ;;
+          >"$out/$name-eval.txt" ;;
     esac
     mv "$json.tmp" "$json"
     echo "seed $seed, $method: done" >&2
   done
 done
 
-python3 - "$out" "$label" "$epochs" "$size" "$batch" "$draws" "$seeds" "$sweep" $methods <<'PY'
+python3 - "$out" "$label" "$epochs" "$size" "$batch" "$draws" "$seeds" "$sweep" "$lesion_source" $methods <<'PY'
 import json, math, pathlib, re, sys
-out, label, epochs, size, batch, draws, seeds, sweep, *methods = sys.argv[1:]
+out, label, epochs, size, batch, draws, seeds, sweep, lesion_source, *methods = sys.argv[1:]
 out = pathlib.Path(out)
 seeds = seeds.split()
 names = {"random": "random init (linear)", "supervised": "supervised only (fine-tuned)", "moco": "MoCo v2",
          "medaug": "MedAug (same patient, all studies)", "comcl": "CoMCL", "comcl-no-quality": "CoMCL w/o L_qual",
          "comcl-no-image": "CoMCL w/o L_img", "comcl-no-spl": "CoMCL w/o SPL", "comcl-fixed-top-k": "CoMCL, fixed top-k"}
+
+def stem(method, seed):  # as the shell's stem()
+    return f"seed{seed}-{method}-boxes-{lesion_source}" if method.startswith("comcl") else f"seed{seed}-{method}"
 
 def stats(values):
     values = [v for v in values if v is not None]
@@ -122,7 +134,7 @@ def stats(values):
 def pretrain_figures(method):
     rates, shares = [], []
     for seed in seeds:
-        path = out / f"seed{seed}-{method}-pretrain.txt"
+        path = out / f"{stem(method, seed)}-pretrain.txt"
         if not path.exists():
             continue
         text = path.read_text()
@@ -141,7 +153,7 @@ for method in methods:
     clean, per_level, per_severity, accuracy = [], {}, {}, []
     info = None
     for seed in seeds:
-        result = json.load(open(out / f"seed{seed}-{method}.json"))
+        result = json.load(open(out / f"{stem(method, seed)}.json"))
         label_result = result["labels"][0]
         info = label_result
         for draw in label_result["draws"]:
@@ -166,7 +178,8 @@ header = ("| method | test AUC | accuracy | " + " | ".join(
     + " | pre-training images/s | making views |")
 text = (f"Label {label}; linear protocol (supervised only: fine-tuning from random initialisation), test "
         f"patients {test[0]} images ({test[1]} positive); mean ± std over {len(seeds)} seeds x {draws} label "
-        f"draws; ResNet-18, {size} px, {epochs} epochs, batch {batch}. CoMCL's images/s counts lesion samples.\n\n"
+        f"draws; ResNet-18, {size} px, {epochs} epochs, batch {batch}; CoMCL's lesion boxes: {lesion_source}. "
+        f"CoMCL's images/s counts lesion samples.\n\n"
         + header + "\n|" + "---|" * (5 + len(levels)) + "\n" + "\n".join(rows) + "\n")
 (out / "results.md").write_text(text)
 curve_text = (f"Test AUC under the synthetic degradation sweep ({sweep}) of the held-out images, head fitted "
