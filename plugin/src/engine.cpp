@@ -110,6 +110,7 @@ Engine::Engine(PluginConfig config, std::string deviceText, torch::Device device
       ingestor_(index_, cache_, ingestOptions(config_)),
       scoring_(index_, cache_, config_.modelDirectory, device, config_.scoreBatchSize,
                [](const std::string& message) { logWarning(message); }),
+      models_(index_, config_.modelDirectory),
       ingestQueue_(config_.workers, static_cast<std::size_t>(config_.queueCapacity)) {
   for (const std::string& id : index_.reportInstanceIds())
     ownReports_.insert(id);
@@ -247,6 +248,15 @@ void Engine::queueAnnotation(const std::string& studyId) {
     if (!stopping_)
       annotate(studyId, false);
   });
+}
+
+std::optional<nlohmann::json> Engine::activateModel(int version) {
+  std::optional<nlohmann::json> result = models_.activate(version);
+  if (result) {
+    logInfo("model version " + std::to_string(version) + " activated through the REST API");
+    scoring_.refresh();
+  }
+  return result;
 }
 
 AnnotationResult Engine::annotateNow(const std::string& studyId, bool force) {

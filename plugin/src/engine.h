@@ -28,6 +28,7 @@
 #include "comcl/imaging/ingest.h"
 #include "comcl/storage/image_cache.h"
 #include "comcl/storage/index.h"
+#include "model_registry.h"
 #include "plugin_config.h"
 #include "scoring.h"
 #include "work_queue.h"
@@ -65,6 +66,11 @@ class Engine {
   nlohmann::json qualitySummary();
   // Annotates now (on the annotator thread; the caller waits), `force`: even if nothing changed.
   AnnotationResult annotateNow(const std::string& studyId, bool force);
+  // The model registry (list, describe, weights); activation goes through activateModel.
+  ModelRegistry& models() { return models_; }
+  // Activates a model version (ModelRegistry::activate) and loads it into the scorer at once, so that
+  // /comcl/status and the next study use it. Empty for an unknown version.
+  std::optional<nlohmann::json> activateModel(int version);
 
   // For Orthanc's metrics endpoint.
   void publishMetrics();
@@ -100,6 +106,7 @@ class Engine {
   storage::ImageCache cache_;
   imaging::Ingestor ingestor_;
   ScoringService scoring_;
+  ModelRegistry models_;
   WorkQueue ingestQueue_;
   boost::asio::thread_pool annotator_{1};
 

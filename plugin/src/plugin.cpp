@@ -160,6 +160,74 @@ OrthancPluginErrorCode serveQualitySummary(OrthancPluginRestOutput* output, cons
   });
 }
 
+// A model version from the route's first group: a positive integer.
+int modelVersion(const OrthancPluginHttpRequest* request) {
+  static const std::regex pattern("[1-9][0-9]{0,8}");
+  const std::string text = request->groupsCount > 0 ? request->groups[0] : "";
+  if (!std::regex_match(text, pattern))
+    throw HttpError(400, "'" + text + "' is not a model version (a positive integer)");
+  return std::stoi(text);
+}
+
+HttpError unknownModel(int version) {
+  return HttpError(
+      404, "model version " + std::to_string(version) + " is not in the registry (GET /comcl/models)");
+}
+
+OrthancPluginErrorCode serveModels(OrthancPluginRestOutput* output, const char*,
+                                   const OrthancPluginHttpRequest* request) noexcept {
+  return serve(output, request, "GET /comcl/models", [](auto* out, auto* req) {
+    requireMethod(req, OrthancPluginHttpMethod_Get);
+    answerJson(out, engine->models().list());
+  });
+}
+
+OrthancPluginErrorCode serveModel(OrthancPluginRestOutput* output, const char*,
+                                  const OrthancPluginHttpRequest* request) noexcept {
+  return serve(output, request, "GET /comcl/models/{v}", [](auto* out, auto* req) {
+    requireMethod(req, OrthancPluginHttpMethod_Get);
+    const int version = modelVersion(req);
+    const auto json = engine->models().describe(version);
+    if (!json)
+      throw unknownModel(version);
+    answerJson(out, *json);
+  });
+}
+
+OrthancPluginErrorCode serveModelActivation(OrthancPluginRestOutput* output, const char*,
+                                            const OrthancPluginHttpRequest* request) noexcept {
+  return serve(output, request, "POST /comcl/models/{v}/activate", [](auto* out, auto* req) {
+    requireMethod(req, OrthancPluginHttpMethod_Post);
+    const int version = modelVersion(req);
+    try {
+      const auto json = engine->activateModel(version);
+      if (!json)
+        throw unknownModel(version);
+      answerJson(out, *json);
+    } catch (const comcl::plugin::ModelUnusable& e) {
+      throw HttpError(409, e.what());  // the registry holds it, but its files do not load
+    }
+  });
+}
+
+OrthancPluginErrorCode serveModelWeights(OrthancPluginRestOutput* output, const char*,
+                                         const OrthancPluginHttpRequest* request) noexcept {
+  return serve(output, request, "GET /comcl/models/{v}/weights", [](auto* out, auto* req) {
+    requireMethod(req, OrthancPluginHttpMethod_Get);
+    const int version = modelVersion(req);
+    std::optional<std::string> bytes;
+    try {
+      bytes = engine->models().weights(version);
+    } catch (const comcl::plugin::ModelUnusable& e) {
+      throw HttpError(409, e.what());
+    }
+    if (!bytes)
+      throw unknownModel(version);
+    OrthancPluginAnswerBuffer(context(), out, bytes->data(), static_cast<uint32_t>(bytes->size()),
+                              "application/octet-stream");
+  });
+}
+
 OrthancPluginErrorCode onChange(OrthancPluginChangeType change, OrthancPluginResourceType level,
                                 const char* resourceId) noexcept {
   try {
@@ -228,6 +296,10 @@ ORTHANC_PLUGINS_API int32_t OrthancPluginInitialize(OrthancPluginContext* orthan
     OrthancPluginRegisterRestCallbackNoLock(orthanc, "/comcl/studies/([^/]+)/score", serveScore);
     OrthancPluginRegisterRestCallbackNoLock(orthanc, "/comcl/instances/([^/]+)", serveInstance);
     OrthancPluginRegisterRestCallbackNoLock(orthanc, "/comcl/quality/summary", serveQualitySummary);
+    OrthancPluginRegisterRestCallbackNoLock(orthanc, "/comcl/models", serveModels);
+    OrthancPluginRegisterRestCallbackNoLock(orthanc, "/comcl/models/([^/]+)", serveModel);
+    OrthancPluginRegisterRestCallbackNoLock(orthanc, "/comcl/models/([^/]+)/activate", serveModelActivation);
+    OrthancPluginRegisterRestCallbackNoLock(orthanc, "/comcl/models/([^/]+)/weights", serveModelWeights);
     logWarning(std::string("version ") + COMCL_VERSION + ", device " + deviceText + ", database " + database);
     return 0;
   } catch (const std::exception& e) {

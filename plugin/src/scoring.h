@@ -23,8 +23,8 @@
 
 namespace comcl::plugin {
 
-// The index value naming the active model version (set by the model registry; issue 6 adds activation).
-constexpr const char* kActiveModelKey = "active_model_version";
+// The index value naming the active model version (Index::activateModelVersion sets it).
+constexpr const char* kActiveModelKey = storage::kActiveModelVersionKey;
 
 struct ActiveModel {
   int version = 0;

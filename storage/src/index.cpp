@@ -1125,6 +1125,37 @@ std::vector<ModelVersionRecord> Index::modelVersions() {
   return result;
 }
 
+std::optional<int> Index::activateModelVersion(int version) {
+  std::lock_guard lock(mutex_);
+  Transaction transaction(connection_);
+  {
+    Use exists(cached("SELECT 1 FROM model_versions WHERE version = ?"));
+    exists->bind(1, version);
+    if (!exists->step())
+      throw DatabaseError("model version " + std::to_string(version) + " is not in the registry");
+  }
+  std::optional<int> previous;
+  {
+    Use active(cached("SELECT value FROM kv_values WHERE name = ?"));
+    active->bind(1, std::string_view(kActiveModelVersionKey));
+    if (active->step()) {
+      try {
+        previous = std::stoi(active->columnText(0));
+      } catch (const std::exception&) {  // an unreadable value names no version; it is replaced below
+      }
+    }
+  }
+  Use retire(cached("UPDATE model_versions SET status = 'retired' WHERE status = 'active' AND version <> ?"));
+  retire->bind(1, version).run();
+  Use promote(cached("UPDATE model_versions SET status = 'active' WHERE version = ?"));
+  promote->bind(1, version).run();
+  Use name(cached("INSERT INTO kv_values (name, value, updated_at) VALUES (?1, ?2, " COMCL_NOW
+                  ") ON CONFLICT (name) DO UPDATE SET value = ?2, updated_at = " COMCL_NOW));
+  name->bind(1, std::string_view(kActiveModelVersionKey)).bind(2, std::to_string(version)).run();
+  transaction.commit();
+  return previous;
+}
+
 // --- training runs
 
 std::int64_t Index::insertTrainingRun(const TrainingRunRecord& r) {

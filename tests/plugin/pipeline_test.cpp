@@ -595,26 +595,33 @@ TEST_F(PipelineTest, OrthancsMetricsShowTheQueueCountsAndLatency) {
   EXPECT_NE(metrics.find("comcl_instances_processed " + std::to_string(files)), std::string::npos) << metrics;
 }
 
+// Writes a tiny two-finding model as version `version` into HOME/models/vN and registers it in the index at
+// `database` with `status`.
+void registerTinyModel(const fs::path& home, const fs::path& database, int version,
+                       const std::string& status) {
+  training::ModelFile model;
+  model.version = version;
+  model.architecture = {{"name", "tiny-cnn"}, {"params", {{"width", 4}, {"depth", 2}}}};
+  model.inputSize = 64;
+  model.findings = {"covid", "icu"};
+  model.method = "supervised";
+  torch::manual_seed(version);
+  auto network = training::buildNetwork(model.architecture, 1, 2);
+  const std::string directory = "v" + std::to_string(version);
+  training::writeModelDirectory((home / "models" / directory).string(), model, *network);
+  storage::Index index(database.string());
+  storage::ModelVersionRecord record;
+  record.version = version;
+  record.path = directory;
+  record.status = status;
+  index.putModelVersion(record);
+}
+
 TEST_F(PipelineTest, ScoresComeFromTheActiveModel) {
   TempDir home;
   const fs::path database = home.path() / "comcl.sqlite";
-  {
-    training::ModelFile model;
-    model.version = 1;
-    model.architecture = {{"name", "tiny-cnn"}, {"params", {{"width", 4}, {"depth", 2}}}};
-    model.inputSize = 64;
-    model.findings = {"covid", "icu"};
-    model.method = "supervised";
-    auto network = training::buildNetwork(model.architecture, 1, 2);
-    training::writeModelDirectory((home.path() / "models" / "v1").string(), model, *network);
-    storage::Index index(database.string());
-    storage::ModelVersionRecord record;
-    record.version = 1;
-    record.path = "v1";
-    record.status = "active";
-    index.putModelVersion(record);
-    index.setValue("active_model_version", "1");
-  }
+  registerTinyModel(home.path(), database, 1, "active");
+  storage::Index(database.string()).setValue("active_model_version", "1");
   OrthancProcess orthanc(withPlugin(
       {{"DatabasePath", database.string()}, {"ModelDirectory", (home.path() / "models").string()}}));
   ASSERT_EQ(status(orthanc).at("ActiveModel").at("Version"), 1) << status(orthanc).dump(2);
@@ -635,6 +642,37 @@ TEST_F(PipelineTest, ScoresComeFromTheActiveModel) {
     ASSERT_EQ(instance.at("Predictions").size(), 2u);
     EXPECT_EQ(instance.at("Predictions")[0].at("ModelVersion"), 1);
   }
+}
+
+// The registry over REST: list, one version, activation and rollback (the scorer follows at once), the
+// PyTorch weights download, and clear errors for unknown or malformed versions.
+TEST_F(PipelineTest, ModelVersionsAreListedActivatedRolledBackAndDownloaded) {
+  TempDir home;
+  const fs::path database = home.path() / "comcl.sqlite";
+  registerTinyModel(home.path(), database, 1, "candidate");
+  registerTinyModel(home.path(), database, 2, "candidate");
+  OrthancProcess orthanc(withPlugin(
+      {{"DatabasePath", database.string()}, {"ModelDirectory", (home.path() / "models").string()}}));
+  const HttpClient client = orthanc.client();
+
+  const json listed = client.get("/comcl/models").json();
+  EXPECT_EQ(listed.at("Active"), nullptr);
+  ASSERT_EQ(listed.at("Models").size(), 2u);
+  EXPECT_EQ(client.get("/comcl/models/1").json().at("Model").at("findings"), json::array({"covid", "icu"}));
+
+  EXPECT_EQ(client.post("/comcl/models/2/activate", "").json(), (json{{"Active", 2}, {"Previous", nullptr}}));
+  EXPECT_EQ(status(orthanc).at("ActiveModel").at("Version"), 2);
+  EXPECT_EQ(client.post("/comcl/models/1/activate", "").json(), (json{{"Active", 1}, {"Previous", 2}}));
+  EXPECT_EQ(status(orthanc).at("ActiveModel").at("Version"), 1);
+  EXPECT_EQ(client.get("/comcl/models/2").json().at("Status"), "retired");
+
+  const HttpResponse weights = client.get("/comcl/models/1/weights");
+  ASSERT_EQ(weights.status, 200);
+  EXPECT_EQ(weights.body.substr(0, 2), "PK");  // torch.save's zip container
+  EXPECT_EQ(client.get("/comcl/models/9").status, 404);
+  EXPECT_EQ(client.post("/comcl/models/9/activate", "").status, 404);
+  EXPECT_EQ(client.get("/comcl/models/latest").status, 400);
+  EXPECT_EQ(client.get("/comcl/models/1/activate").status, 405);
 }
 
 }  // namespace

@@ -607,6 +607,26 @@ TEST_F(IndexTest, ModelVersionsRoundTrip) {
   EXPECT_THROW(index.putModelVersion({3, std::nullopt, "", "", "deployed", "{}", ""}), DatabaseError);
 }
 
+TEST_F(IndexTest, ActivatingAModelVersionRetiresThePreviousOneAndNamesTheNewOne) {
+  Index index(path());
+  for (int v : {1, 2, 3})
+    index.putModelVersion({v, std::nullopt, "medaug", "v" + std::to_string(v), "candidate", "{}", ""});
+  EXPECT_EQ(index.activateModelVersion(1), std::nullopt);
+  EXPECT_EQ(index.value(kActiveModelVersionKey), "1");
+  EXPECT_EQ(index.activateModelVersion(2), 1);
+  EXPECT_EQ(index.modelVersion(1)->status, "retired");
+  EXPECT_EQ(index.modelVersion(2)->status, "active");
+  EXPECT_EQ(index.modelVersion(3)->status, "candidate");
+  EXPECT_EQ(index.activateModelVersion(1), 2);  // rollback
+  EXPECT_EQ(index.modelVersion(1)->status, "active");
+  EXPECT_EQ(index.modelVersion(2)->status, "retired");
+  EXPECT_EQ(index.activateModelVersion(1), 1);  // again: nothing changes
+  EXPECT_EQ(index.modelVersion(1)->status, "active");
+  EXPECT_THROW(index.activateModelVersion(9), DatabaseError);
+  EXPECT_EQ(index.value(kActiveModelVersionKey), "1");  // the failed call changed nothing
+  EXPECT_EQ(index.modelVersion(1)->status, "active");
+}
+
 TEST_F(IndexTest, TrainingRunsRoundTrip) {
   Index index(path());
   TrainingRunRecord run;

@@ -361,8 +361,10 @@ std::shared_ptr<ScoringNetwork> buildNetwork(const nlohmann::json& architecture,
   return it->second(params, channels, outputs);
 }
 
-std::unique_ptr<Scorer> loadScorer(const std::string& modelDirectory, torch::Device device) {
-  ModelFile model = readModelFile(modelDirectory);
+namespace {
+
+// The network of a model directory with its weights loaded (on the CPU).
+std::shared_ptr<ScoringNetwork> loadNetwork(const std::string& modelDirectory, const ModelFile& model) {
   const fs::path directory(modelDirectory);
   std::shared_ptr<ScoringNetwork> network;
   try {
@@ -380,8 +382,30 @@ std::unique_ptr<Scorer> loadScorer(const std::string& modelDirectory, torch::Dev
   } catch (const std::exception& e) {
     throw ModelError("cannot read " + weights + ": " + firstLine(e.what()));
   }
+  return network;
+}
+
+}  // namespace
+
+std::unique_ptr<Scorer> loadScorer(const std::string& modelDirectory, torch::Device device) {
+  ModelFile model = readModelFile(modelDirectory);
+  std::shared_ptr<ScoringNetwork> network = loadNetwork(modelDirectory, model);
   network->to(device);
   return std::make_unique<NetworkScorer>(std::move(model), std::move(network), device);
+}
+
+std::string pytorchWeights(const std::string& modelDirectory) {
+  const fs::path exported = fs::path(modelDirectory) / "weights.pth";
+  if (fs::is_regular_file(exported)) {
+    std::ifstream in(exported, std::ios::binary);
+    std::ostringstream bytes;
+    bytes << in.rdbuf();
+    if (!in.good() && !in.eof())
+      throw ModelError("cannot read " + exported.string());
+    return bytes.str();
+  }
+  const ModelFile model = readModelFile(modelDirectory);
+  return pickledStateDict(*loadNetwork(modelDirectory, model));
 }
 
 void writeModelDirectory(const std::string& directory, const ModelFile& model, torch::nn::Module& network,

@@ -95,6 +95,9 @@ struct PredictionRecord {
   double score = 0;
 };
 
+// The value (Index::value) naming the active model version, which the scorer follows.
+constexpr const char* kActiveModelVersionKey = "active_model_version";
+
 struct ModelVersionRecord {
   int version = 0;
   std::optional<std::int64_t> runId;
@@ -271,6 +274,11 @@ class Index {
   void putModelVersion(const ModelVersionRecord& record);
   std::optional<ModelVersionRecord> modelVersion(int version);
   std::vector<ModelVersionRecord> modelVersions();  // by version
+  // Makes `version` the active model in one transaction: its status becomes "active", the version active
+  // before it (if another) becomes "retired", and the value kActiveModelVersionKey names it; a crash leaves
+  // either the old or the new state. Returns the version that was active before (empty: none). Throws
+  // DatabaseError for an unknown version. Activating the active version changes nothing.
+  std::optional<int> activateModelVersion(int version);
   // createdAt/startedAt default to now (ISO-8601 UTC) when empty. record.id is ignored on insert.
   std::int64_t insertTrainingRun(const TrainingRunRecord& record);
   void updateTrainingRun(const TrainingRunRecord& record);  // throws DatabaseError for an unknown id

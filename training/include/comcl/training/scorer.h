@@ -92,6 +92,11 @@ std::vector<std::string> knownArchitectures();
 // in weights.pt that is missing, extra, or of the wrong shape (naming the tensor and both shapes).
 std::unique_ptr<Scorer> loadScorer(const std::string& modelDirectory, torch::Device device = torch::kCPU);
 
+// The model's weights as a file PyTorch reads with torch.load (a name -> tensor dict, see exportStateDict):
+// the directory's weights.pth when it has one (models written by `comcl linear-eval/finetune`), otherwise
+// exported from weights.pt. Throws ModelError as loadScorer does.
+std::string pytorchWeights(const std::string& modelDirectory);
+
 // Writes a model directory atomically: everything goes into a temporary directory beside `directory`, is
 // fsynced, and is renamed into place (the parent directory is created if needed). Refuses (ModelError) an
 // existing `directory`, an invalid `model`, and a network whose parameters and buffers differ in name or
