@@ -66,6 +66,7 @@ class Engine {
   nlohmann::json qualitySummary();
   // Annotates now (on the annotator thread; the caller waits), `force`: even if nothing changed.
   AnnotationResult annotateNow(const std::string& studyId, bool force);
+  const PluginConfig& config() const { return config_; }
   // The model registry (list, describe, weights); activation goes through activateModel.
   ModelRegistry& models() { return models_; }
   // Activates a model version (ModelRegistry::activate) and loads it into the scorer at once, so that

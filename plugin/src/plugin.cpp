@@ -4,14 +4,17 @@
 // for the plugin's own threads.
 #include <orthanc/OrthancCPlugin.h>
 
+#include <cctype>
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <regex>
 #include <string>
 
 #include "comcl/training/device.h"
 #include "engine.h"
+#include "http_auth.h"
 #include "orthanc_api.h"
 #include "plugin_config.h"
 
@@ -160,6 +163,26 @@ OrthancPluginErrorCode serveQualitySummary(OrthancPluginRestOutput* output, cons
   });
 }
 
+// Refuses (403) a request whose HTTP Basic user is not in Comcl.PrivilegedUsers, when that list is set.
+// Orthanc has checked the password already; read routes stay open to every user it lets in.
+void requirePrivileged(const OrthancPluginHttpRequest* request, const std::string& action) {
+  const auto& allowed = engine->config().privilegedUsers;
+  if (!allowed)
+    return;
+  std::optional<std::string> user;
+  for (uint32_t i = 0; i < request->headersCount; ++i) {
+    std::string key = request->headersKeys[i];
+    for (char& c : key)
+      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (key == "authorization")
+      user = comcl::plugin::basicAuthUser(request->headersValues[i]);
+  }
+  if (!user || allowed->count(*user) == 0) {
+    throw HttpError(403, (user ? "user '" + *user + "'" : std::string("a request without a user name")) +
+                             " may not " + action + " (Comcl.PrivilegedUsers names who may)");
+  }
+}
+
 // A model version from the route's first group: a positive integer.
 int modelVersion(const OrthancPluginHttpRequest* request) {
   static const std::regex pattern("[1-9][0-9]{0,8}");
@@ -199,6 +222,7 @@ OrthancPluginErrorCode serveModelActivation(OrthancPluginRestOutput* output, con
   return serve(output, request, "POST /comcl/models/{v}/activate", [](auto* out, auto* req) {
     requireMethod(req, OrthancPluginHttpMethod_Post);
     const int version = modelVersion(req);
+    requirePrivileged(req, "activate models");
     try {
       const auto json = engine->activateModel(version);
       if (!json)

@@ -43,6 +43,20 @@ int integerKey(const nlohmann::json& section, const std::string& key, int low, i
   return static_cast<int>(number);
 }
 
+// A JSON array of non-empty, distinct strings.
+std::set<std::string> stringSetKey(const nlohmann::json& section, const std::string& key) {
+  const nlohmann::json& value = section.at(key);
+  if (!value.is_array())
+    throw ConfigError(qualified(key) + " must be an array of user names, not " + value.type_name());
+  std::set<std::string> names;
+  for (const nlohmann::json& item : value) {
+    if (!item.is_string() || item.get<std::string>().empty())
+      throw ConfigError(qualified(key) + " must hold non-empty strings, not " + item.dump());
+    names.insert(item.get<std::string>());
+  }
+  return names;
+}
+
 bool booleanKey(const nlohmann::json& section, const std::string& key) {
   const nlohmann::json& value = section.at(key);
   if (!value.is_boolean())
@@ -171,9 +185,10 @@ imaging::QualityThresholds parseQualityThresholds(const nlohmann::json& quality)
 }  // namespace
 
 const std::set<std::string>& knownConfigKeys() {
-  static const std::set<std::string> keys = {
-      "DatabasePath",  "CachePath",       "ModelDirectory", "ImageSize",        "ImageChannels", "Workers",
-      "QueueCapacity", "CatchUpInterval", "ScoreBatchSize", "StructuredReport", "Quality"};
+  static const std::set<std::string> keys = {"DatabasePath",     "CachePath",       "ModelDirectory",
+                                             "ImageSize",        "ImageChannels",   "Workers",
+                                             "QueueCapacity",    "CatchUpInterval", "ScoreBatchSize",
+                                             "StructuredReport", "Quality",         "PrivilegedUsers"};
   return keys;
 }
 
@@ -228,6 +243,8 @@ PluginConfig parsePluginConfig(const nlohmann::json& orthanc, const std::string&
     config.scoreBatchSize = integerKey(section, "ScoreBatchSize", 1, 4096);
   if (section.contains("StructuredReport"))
     config.structuredReport = booleanKey(section, "StructuredReport");
+  if (section.contains("PrivilegedUsers"))
+    config.privilegedUsers = stringSetKey(section, "PrivilegedUsers");
   if (section.contains("Quality"))
     config.quality = parseQualityThresholds(section.at("Quality"));
   return config;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -38,6 +39,9 @@ struct PluginConfig {
   int catchUpIntervalSeconds = 10;  // how often the change log is re-read to pick up what the queue dropped
   int scoreBatchSize = 32;          // images per forward pass of the diagnosis model
   bool structuredReport = false;    // also store a DICOM SR with the results in each study
+  // Orthanc users (RegisteredUsers, HTTP Basic) allowed to change what the plugin does: activate models (and,
+  // later, train and label). Empty: every user Orthanc lets in may. Others keep read access.
+  std::optional<std::set<std::string>> privilegedUsers;
   imaging::QualityThresholds quality;
 
   // From Orthanc's own configuration: which of our metadata names are declared, whether our attachment

@@ -675,5 +675,26 @@ TEST_F(PipelineTest, ModelVersionsAreListedActivatedRolledBackAndDownloaded) {
   EXPECT_EQ(client.get("/comcl/models/1/activate").status, 405);
 }
 
+// Comcl.PrivilegedUsers: a user Orthanc lets in but the list does not name reads the registry and gets 403
+// on activation; a named user activates.
+TEST_F(PipelineTest, OnlyPrivilegedUsersActivateModels) {
+  TempDir home;
+  const fs::path database = home.path() / "comcl.sqlite";
+  registerTinyModel(home.path(), database, 1, "candidate");
+  OrthancProcess orthanc(
+      withPlugin({{"DatabasePath", database.string()},
+                  {"ModelDirectory", (home.path() / "models").string()},
+                  {"PrivilegedUsers", {"alice"}}},
+                 {{"RegisteredUsers", {{"alice", "orthanctest"}, {"bob", "bobs-secret"}}}}));
+  const HttpClient bob(orthanc.httpPort(), std::make_pair(std::string("bob"), std::string("bobs-secret")));
+  EXPECT_EQ(bob.get("/comcl/models").status, 200);
+  const HttpResponse refused = bob.post("/comcl/models/1/activate", "");
+  EXPECT_EQ(refused.status, 403) << refused.body;
+  EXPECT_NE(refused.body.find("PrivilegedUsers"), std::string::npos) << refused.body;
+  EXPECT_EQ(status(orthanc).at("ActiveModel"), nullptr);
+  EXPECT_EQ(orthanc.client().post("/comcl/models/1/activate", "").status, 200);  // alice
+  EXPECT_EQ(status(orthanc).at("ActiveModel").at("Version"), 1);
+}
+
 }  // namespace
 }  // namespace comcl::testing

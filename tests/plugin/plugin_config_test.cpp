@@ -71,6 +71,14 @@ TEST(PluginConfig, NumbersAndSwitchesAreCheckedWithTheirRange) {
   EXPECT_EQ(parsePluginConfig(json::object(), "/").imageChannels, 1);
   EXPECT_EQ(errorFor(json{{"Comcl", {{"ImageChannels", 2}}}}),
             "Comcl.ImageChannels must be 1 (grey) or 3 (RGB), not 2");
+  EXPECT_FALSE(parsePluginConfig(json::object(), "/").privilegedUsers);
+  EXPECT_EQ(
+      parsePluginConfig(json{{"Comcl", {{"PrivilegedUsers", {"alice", "carol"}}}}}, "/").privilegedUsers,
+      (std::set<std::string>{"alice", "carol"}));
+  EXPECT_EQ(errorFor(json{{"Comcl", {{"PrivilegedUsers", "alice"}}}}),
+            "Comcl.PrivilegedUsers must be an array of user names, not string");
+  EXPECT_EQ(errorFor(json{{"Comcl", {{"PrivilegedUsers", {"alice", ""}}}}}),
+            "Comcl.PrivilegedUsers must hold non-empty strings, not \"\"");
 }
 
 TEST(PluginConfig, CacheAndModelsLieBesideTheDatabaseUnlessSet) {
