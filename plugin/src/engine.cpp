@@ -111,6 +111,7 @@ Engine::Engine(PluginConfig config, std::string deviceText, torch::Device device
       scoring_(index_, cache_, config_.modelDirectory, device, config_.scoreBatchSize,
                [](const std::string& message) { logWarning(message); }),
       models_(index_, config_.modelDirectory),
+      labels_(index_, config_.labels),
       ingestQueue_(config_.workers, static_cast<std::size_t>(config_.queueCapacity)) {
   for (const std::string& id : index_.reportInstanceIds())
     ownReports_.insert(id);
@@ -248,6 +249,14 @@ void Engine::queueAnnotation(const std::string& studyId) {
     if (!stopping_)
       annotate(studyId, false);
   });
+}
+
+std::optional<std::string> Engine::studyInstanceUidOf(const std::string& studyId) {
+  for (const storage::InstanceRecord& row : index_.instancesOfStudyResource(studyId)) {
+    if (!row.studyInstanceUid.empty())
+      return row.studyInstanceUid;
+  }
+  return std::nullopt;
 }
 
 std::optional<nlohmann::json> Engine::activateModel(int version) {

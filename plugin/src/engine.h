@@ -31,6 +31,7 @@
 #include "model_registry.h"
 #include "plugin_config.h"
 #include "scoring.h"
+#include "study_labels.h"
 #include "work_queue.h"
 
 namespace comcl::plugin {
@@ -67,6 +68,10 @@ class Engine {
   // Annotates now (on the annotator thread; the caller waits), `force`: even if nothing changed.
   AnnotationResult annotateNow(const std::string& studyId, bool force);
   const PluginConfig& config() const { return config_; }
+  // Study labels given through REST (checked against Comcl.Labels).
+  StudyLabels& labels() { return labels_; }
+  // The StudyInstanceUID of an Orthanc study the index holds; empty when it holds none of its instances.
+  std::optional<std::string> studyInstanceUidOf(const std::string& studyId);
   // The model registry (list, describe, weights); activation goes through activateModel.
   ModelRegistry& models() { return models_; }
   // Activates a model version (ModelRegistry::activate) and loads it into the scorer at once, so that
@@ -108,6 +113,7 @@ class Engine {
   imaging::Ingestor ingestor_;
   ScoringService scoring_;
   ModelRegistry models_;
+  StudyLabels labels_;
   WorkQueue ingestQueue_;
   boost::asio::thread_pool annotator_{1};
 

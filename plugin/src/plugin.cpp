@@ -165,22 +165,79 @@ OrthancPluginErrorCode serveQualitySummary(OrthancPluginRestOutput* output, cons
 
 // Refuses (403) a request whose HTTP Basic user is not in Comcl.PrivilegedUsers, when that list is set.
 // Orthanc has checked the password already; read routes stay open to every user it lets in.
-void requirePrivileged(const OrthancPluginHttpRequest* request, const std::string& action) {
-  const auto& allowed = engine->config().privilegedUsers;
-  if (!allowed)
-    return;
-  std::optional<std::string> user;
+// The HTTP Basic user of a request (empty without one).
+std::optional<std::string> requestUser(const OrthancPluginHttpRequest* request) {
   for (uint32_t i = 0; i < request->headersCount; ++i) {
     std::string key = request->headersKeys[i];
     for (char& c : key)
       c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     if (key == "authorization")
-      user = comcl::plugin::basicAuthUser(request->headersValues[i]);
+      return comcl::plugin::basicAuthUser(request->headersValues[i]);
   }
+  return std::nullopt;
+}
+
+void requirePrivileged(const OrthancPluginHttpRequest* request, const std::string& action) {
+  const auto& allowed = engine->config().privilegedUsers;
+  if (!allowed)
+    return;
+  const std::optional<std::string> user = requestUser(request);
   if (!user || allowed->count(*user) == 0) {
     throw HttpError(403, (user ? "user '" + *user + "'" : std::string("a request without a user name")) +
                              " may not " + action + " (Comcl.PrivilegedUsers names who may)");
   }
+}
+
+// Where REST labels came from: "rest:<user>", or "rest" without a user name.
+std::string labelSource(const OrthancPluginHttpRequest* request) {
+  const std::optional<std::string> user = requestUser(request);
+  return user ? "rest:" + *user : "rest";
+}
+
+nlohmann::json jsonBody(const OrthancPluginHttpRequest* request, const std::string& expected) {
+  const auto* bytes = static_cast<const char*>(request->body);
+  const nlohmann::json body = nlohmann::json::parse(bytes, bytes + request->bodySize, nullptr, false);
+  if (body.is_discarded())
+    throw HttpError(400, "the body must be JSON: " + expected);
+  return body;
+}
+
+OrthancPluginErrorCode serveStudyLabels(OrthancPluginRestOutput* output, const char*,
+                                        const OrthancPluginHttpRequest* request) noexcept {
+  return serve(output, request, "/comcl/studies/{id}/labels", [](auto* out, auto* req) {
+    if (req->method != OrthancPluginHttpMethod_Get && req->method != OrthancPluginHttpMethod_Put) {
+      OrthancPluginSendMethodNotAllowed(context(), out, "GET,PUT");
+      return;
+    }
+    const std::string id = orthancId(req, "study");
+    const std::optional<std::string> uid = engine->studyInstanceUidOf(id);
+    if (!uid)
+      throw HttpError(404, "comcl knows no study " + id);
+    if (req->method == OrthancPluginHttpMethod_Get) {
+      answerJson(out, engine->labels().get(*uid));
+      return;
+    }
+    requirePrivileged(req, "label studies");
+    const nlohmann::json body = jsonBody(req, "{\"Labels\": {\"name\": value, ...}}");
+    if (!body.is_object() || !body.contains("Labels") || body.size() != 1)
+      throw HttpError(400, "the body must be {\"Labels\": {\"name\": value, ...}}");
+    const nlohmann::json result = engine->labels().put(*uid, body.at("Labels"), labelSource(req));
+    if (result.at("Stored") == 0 && !result.at("Problems").empty())
+      throw HttpError(400, "no label stored: " + result.at("Problems")[0].get<std::string>());
+    answerJson(out, result);
+  });
+}
+
+OrthancPluginErrorCode serveLabels(OrthancPluginRestOutput* output, const char*,
+                                   const OrthancPluginHttpRequest* request) noexcept {
+  return serve(output, request, "POST /comcl/labels", [](auto* out, auto* req) {
+    requireMethod(req, OrthancPluginHttpMethod_Post);
+    requirePrivileged(req, "label studies");
+    const nlohmann::json rows = jsonBody(req, "an array of {\"StudyInstanceUID\": ..., \"Labels\": {...}}");
+    if (!rows.is_array())
+      throw HttpError(400, std::string("the body must be a JSON array of rows, not ") + rows.type_name());
+    answerJson(out, engine->labels().importRows(rows, labelSource(req)));
+  });
 }
 
 // A model version from the route's first group: a positive integer.
@@ -320,6 +377,8 @@ ORTHANC_PLUGINS_API int32_t OrthancPluginInitialize(OrthancPluginContext* orthan
     OrthancPluginRegisterRestCallbackNoLock(orthanc, "/comcl/studies/([^/]+)/score", serveScore);
     OrthancPluginRegisterRestCallbackNoLock(orthanc, "/comcl/instances/([^/]+)", serveInstance);
     OrthancPluginRegisterRestCallbackNoLock(orthanc, "/comcl/quality/summary", serveQualitySummary);
+    OrthancPluginRegisterRestCallbackNoLock(orthanc, "/comcl/studies/([^/]+)/labels", serveStudyLabels);
+    OrthancPluginRegisterRestCallbackNoLock(orthanc, "/comcl/labels", serveLabels);
     OrthancPluginRegisterRestCallbackNoLock(orthanc, "/comcl/models", serveModels);
     OrthancPluginRegisterRestCallbackNoLock(orthanc, "/comcl/models/([^/]+)", serveModel);
     OrthancPluginRegisterRestCallbackNoLock(orthanc, "/comcl/models/([^/]+)/activate", serveModelActivation);

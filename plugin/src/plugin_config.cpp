@@ -185,10 +185,10 @@ imaging::QualityThresholds parseQualityThresholds(const nlohmann::json& quality)
 }  // namespace
 
 const std::set<std::string>& knownConfigKeys() {
-  static const std::set<std::string> keys = {"DatabasePath",     "CachePath",       "ModelDirectory",
-                                             "ImageSize",        "ImageChannels",   "Workers",
-                                             "QueueCapacity",    "CatchUpInterval", "ScoreBatchSize",
-                                             "StructuredReport", "Quality",         "PrivilegedUsers"};
+  static const std::set<std::string> keys = {
+      "DatabasePath", "CachePath",       "ModelDirectory",  "ImageSize",      "ImageChannels",
+      "Workers",      "QueueCapacity",   "CatchUpInterval", "ScoreBatchSize", "StructuredReport",
+      "Quality",      "PrivilegedUsers", "Labels"};
   return keys;
 }
 
@@ -245,6 +245,8 @@ PluginConfig parsePluginConfig(const nlohmann::json& orthanc, const std::string&
     config.structuredReport = booleanKey(section, "StructuredReport");
   if (section.contains("PrivilegedUsers"))
     config.privilegedUsers = stringSetKey(section, "PrivilegedUsers");
+  if (section.contains("Labels"))
+    config.labels = labelSetFromJson(section.at("Labels"));
   if (section.contains("Quality"))
     config.quality = parseQualityThresholds(section.at("Quality"));
   return config;

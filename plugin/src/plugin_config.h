@@ -10,6 +10,7 @@
 #include <string>
 
 #include "comcl/imaging/quality_flags.h"
+#include "study_labels.h"
 
 namespace comcl::plugin {
 
@@ -42,6 +43,7 @@ struct PluginConfig {
   // Orthanc users (RegisteredUsers, HTTP Basic) allowed to change what the plugin does: activate models (and,
   // later, train and label). Empty: every user Orthanc lets in may. Others keep read access.
   std::optional<std::set<std::string>> privilegedUsers;
+  LabelSet labels;  // Comcl.Labels: the labels studies may be given through REST (name -> grades)
   imaging::QualityThresholds quality;
 
   // From Orthanc's own configuration: which of our metadata names are declared, whether our attachment

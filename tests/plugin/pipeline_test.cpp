@@ -675,6 +675,43 @@ TEST_F(PipelineTest, ModelVersionsAreListedActivatedRolledBackAndDownloaded) {
   EXPECT_EQ(client.get("/comcl/models/1/activate").status, 405);
 }
 
+// Labels through REST: one study's labels checked against Comcl.Labels, read back with their source, bulk
+// rows by StudyInstanceUID reported one by one, and clear errors.
+TEST_F(PipelineTest, StudiesAreLabelledThroughRest) {
+  OrthancProcess orthanc(withPlugin({{"Labels", {{"covid", "binary"}, {"severity", 4}}}}));
+  const HttpClient client = orthanc.client();
+  storeByRest(orthanc, mhhFiles(1).front());
+  const std::string study = studiesOf(orthanc).front();
+  ASSERT_TRUE(waitUntil([&] { return client.get("/comcl/studies/" + study + "/labels").status == 200; }))
+      << orthanc.log();
+
+  const HttpResponse put =
+      client.put("/comcl/studies/" + study + "/labels", R"({"Labels": {"covid": 1, "edema": 1}})");
+  ASSERT_EQ(put.status, 200) << put.body;
+  EXPECT_EQ(put.json().at("Stored"), 1);
+  EXPECT_EQ(put.json().at("Problems").size(), 1u);
+  const json stored = client.get("/comcl/studies/" + study + "/labels").json();
+  EXPECT_EQ(stored.at("Labels").at("covid"), (json{{"Value", 1.0}, {"Source", "rest:alice"}}));
+  const std::string uid = stored.at("StudyInstanceUID");
+
+  const json bulk =
+      client
+          .post("/comcl/labels", json::array({{{"StudyInstanceUID", uid}, {"Labels", {{"severity", 2}}}},
+                                              {{"StudyInstanceUID", "1.2.3"}, {"Labels", {{"covid", 0}}}}})
+                                     .dump())
+          .json();
+  EXPECT_EQ(bulk.at("Stored"), 1);
+  ASSERT_EQ(bulk.at("Problems").size(), 1u);
+  EXPECT_EQ(bulk.at("Problems")[0].at("Row"), 2);
+  EXPECT_EQ(client.get("/comcl/studies/" + study + "/labels").json().at("Labels").at("severity").at("Value"),
+            2.0);
+
+  EXPECT_EQ(client.put("/comcl/studies/" + study + "/labels", R"({"Labels": {"covid": 7}})").status, 400);
+  EXPECT_EQ(client.put("/comcl/studies/" + study + "/labels", "not json").status, 400);
+  EXPECT_EQ(client.post("/comcl/labels", "{}").status, 400);
+  EXPECT_EQ(client.get("/comcl/studies/00000000-00000000-00000000-00000000-00000000/labels").status, 404);
+}
+
 // Comcl.PrivilegedUsers: a user Orthanc lets in but the list does not name reads the registry and gets 403
 // on activation; a named user activates.
 TEST_F(PipelineTest, OnlyPrivilegedUsersActivateModels) {

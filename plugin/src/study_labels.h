@@ -1,0 +1,56 @@
+// Study labels given through the REST API (PUT /comcl/studies/{id}/labels, POST /comcl/labels): checked
+// against the label set declared in the configuration (Comcl.Labels), stored as study-scope labels keyed by
+// StudyInstanceUID (training gives them to every image of the study), reported row by row. No Orthanc
+// dependency, so unit tests drive it directly.
+#pragma once
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "comcl/storage/index.h"
+
+namespace comcl::plugin {
+
+// Declared labels: name -> number of grades. 2 is a binary finding (0 absent, 1 present); K > 2 a graded
+// label with values 0..K-1.
+using LabelSet = std::map<std::string, int>;
+
+// Comcl.Labels: {"COVID-19": "binary", "severity": 4} -> LabelSet. Throws ConfigError (plugin_config.h)
+// naming the entry for anything else.
+LabelSet labelSetFromJson(const nlohmann::json& json);
+
+class StudyLabels {
+ public:
+  // The index must outlive this object.
+  StudyLabels(storage::Index& index, LabelSet labels);
+
+  const LabelSet& labelSet() const { return labels_; }
+
+  // Stores {"name": value, ...} on one study (known to the index by its StudyInstanceUID). Every label is
+  // checked on its own: unknown names and bad values are reported, the valid ones stored (one transaction).
+  // Returns {"StudyInstanceUID", "Stored": n, "Problems": ["...", ...]}.
+  nlohmann::json put(const std::string& studyInstanceUid, const nlohmann::json& labels,
+                     const std::string& source);
+  // {"StudyInstanceUID", "Labels": {"name": {"Value": v, "Source": "..."}}}.
+  nlohmann::json get(const std::string& studyInstanceUid);
+  // Bulk: an array of rows {"StudyInstanceUID": uid} or {"PatientID": id, "StudyDate": "YYYYMMDD"}, each with
+  // "Labels": {...}. Rows are independent: an unknown or ambiguous study, a malformed row or a bad label is
+  // reported with its row number (1-based) and the valid labels of every row are kept. Returns
+  // {"Rows": n, "Stored": labels stored, "Problems": [{"Row": r, "Message": "..."}, ...]}.
+  nlohmann::json importRows(const nlohmann::json& rows, const std::string& source);
+
+ private:
+  // The study a bulk row names, or the reason it names none.
+  std::string resolveStudy(const nlohmann::json& row, std::string& problem);
+  // Valid labels of `labels` as records for the study; problems appended.
+  std::vector<storage::LabelRecord> checked(const std::string& studyInstanceUid, const nlohmann::json& labels,
+                                            const std::string& source,
+                                            std::vector<std::string>& problems) const;
+
+  storage::Index& index_;
+  LabelSet labels_;
+};
+
+}  // namespace comcl::plugin

@@ -1,0 +1,83 @@
+// Study labels through REST: checked against the declared label set, stored on the study by
+// StudyInstanceUID, bulk rows resolved by UID or by patient and date and reported row by row.
+#include "study_labels.h"
+
+#include <gtest/gtest.h>
+
+#include "plugin_config.h"
+#include "temp_dir.h"
+
+namespace comcl::plugin {
+namespace {
+
+class StudyLabelsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    addInstance("i1", "P1", "1.2.1", "20200101");
+    addInstance("i2", "P1", "1.2.2", "20200301");
+    addInstance("i3", "P2", "1.2.3", "20200101");
+    addInstance("i4", "P2", "1.2.4", "20200101");  // a second study of P2 that day
+  }
+  void addInstance(const std::string& id, const std::string& patient, const std::string& study,
+                   const std::string& date) {
+    storage::InstanceRecord row;
+    row.resourceId = id;
+    row.patientKey = patient;
+    row.studyInstanceUid = study;
+    row.studyDate = date;
+    row.decodeState = storage::DecodeState::Decoded;
+    index_.upsertInstance(row);
+  }
+
+  comcl::testing::TempDir dir_;
+  storage::Index index_{(dir_.path() / "index.sqlite").string()};
+  StudyLabels labels_{index_, labelSetFromJson({{"covid", "binary"}, {"severity", 4}})};
+};
+
+TEST_F(StudyLabelsTest, StoresTheValidLabelsOfAStudyAndReportsTheOthers) {
+  const nlohmann::json result =
+      labels_.put("1.2.1", {{"covid", 1}, {"edema", 1}, {"severity", 4}}, "rest:alice");
+  EXPECT_EQ(result.at("Stored"), 1);
+  ASSERT_EQ(result.at("Problems").size(), 2u) << result.dump();
+  EXPECT_NE(result.at("Problems")[0].get<std::string>().find("unknown label 'edema'"), std::string::npos);
+  EXPECT_NE(result.at("Problems")[1].get<std::string>().find("from 0 to 3"), std::string::npos);
+  const nlohmann::json stored = labels_.get("1.2.1");
+  EXPECT_EQ(stored.at("Labels").at("covid"), (nlohmann::json{{"Value", 1.0}, {"Source", "rest:alice"}}));
+  EXPECT_FALSE(stored.at("Labels").contains("severity"));
+  EXPECT_EQ(labels_.put("1.2.1", {{"covid", 0.5}}, "x").at("Stored"), 0);
+  EXPECT_EQ(labels_.put("1.2.1", nlohmann::json::array(), "x").at("Problems").size(), 1u);
+  EXPECT_EQ(index_.labels("study", "1.2.1").at(0).value, 1.0);  // the refused values changed nothing
+}
+
+TEST_F(StudyLabelsTest, BulkRowsAreResolvedAndReportedOneByOne) {
+  const nlohmann::json rows = nlohmann::json::parse(R"([
+    {"StudyInstanceUID": "1.2.2", "Labels": {"covid": 0, "severity": 2}},
+    {"PatientID": "P1", "StudyDate": "20200101", "Labels": {"covid": 1}},
+    {"StudyInstanceUID": "9.9.9", "Labels": {"covid": 1}},
+    {"PatientID": "P2", "StudyDate": "20200101", "Labels": {"covid": 1}},
+    {"PatientID": "P1", "Labels": {"covid": 1}},
+    "not a row",
+    {"StudyInstanceUID": "1.2.3", "Labels": {"covid": 2, "severity": 1}}
+  ])");
+  const nlohmann::json result = labels_.importRows(rows, "rest");
+  EXPECT_EQ(result.at("Rows"), 7);
+  EXPECT_EQ(result.at("Stored"), 4);  // rows 1 (two labels), 2 and 7 (severity)
+  std::vector<int> reported;
+  for (const auto& problem : result.at("Problems"))
+    reported.push_back(problem.at("Row").get<int>());
+  EXPECT_EQ(reported, (std::vector<int>{3, 4, 5, 6, 7}));
+  EXPECT_NE(result.at("Problems")[1].at("Message").get<std::string>().find("2 studies"), std::string::npos);
+  EXPECT_EQ(labels_.get("1.2.1").at("Labels").at("covid").at("Value"), 1.0);
+  EXPECT_EQ(labels_.get("1.2.3").at("Labels").at("severity").at("Value"), 1.0);
+  EXPECT_THROW(labels_.importRows(nlohmann::json::object(), "rest"), std::invalid_argument);
+}
+
+TEST(LabelSet, IsDeclaredAsBinaryOrGraded) {
+  EXPECT_EQ(labelSetFromJson({{"a", "binary"}, {"b", 5}}), (LabelSet{{"a", 2}, {"b", 5}}));
+  EXPECT_THROW(labelSetFromJson({{"a", "yes"}}), ConfigError);
+  EXPECT_THROW(labelSetFromJson({{"a", 1}}), ConfigError);
+  EXPECT_THROW(labelSetFromJson(nlohmann::json::array()), ConfigError);
+}
+
+}  // namespace
+}  // namespace comcl::plugin
