@@ -1,0 +1,91 @@
+// One retraining run without Orthanc: the request's validation, a tiny MedAug run that registers a
+// candidate version the scorer loads with its held-out metrics, and a cancelled run that registers nothing.
+#include "training_run.h"
+
+#include <gtest/gtest.h>
+
+#include "archive_fixture.h"
+#include "comcl/training/dataset.h"
+#include "comcl/training/scorer.h"
+
+namespace comcl::plugin {
+namespace {
+
+const LabelSet kLabels = {{"finding", 2}, {"grade", 4}};
+
+TEST(TrainRequest, FieldsAreOptionalAndCheckedByName) {
+  const TrainRequest defaults = TrainRequest::fromJson(nlohmann::json::object(), kLabels);
+  EXPECT_EQ(defaults.method, "medaug");
+  EXPECT_EQ(defaults.labels, std::vector<std::string>{"finding"});  // the declared binary labels
+  const TrainRequest comcl = TrainRequest::fromJson({{"Method", "comcl"}, {"Epochs", 3}}, kLabels);
+  EXPECT_EQ(comcl.lesionLabel, "finding");
+  EXPECT_EQ(comcl.epochs, 3);
+  for (const nlohmann::json& bad :
+       {nlohmann::json{{"Method", "simclr"}}, nlohmann::json{{"Epochs", 0}}, nlohmann::json{{"Epochs", "5"}},
+        nlohmann::json{{"Labels", {"grade"}}}, nlohmann::json{{"Labels", {"unknown"}}},
+        nlohmann::json{{"Strategy", "same-nothing"}}, nlohmann::json{{"Colour", true}},
+        nlohmann::json::array()})
+    EXPECT_THROW(TrainRequest::fromJson(bad, kLabels), std::invalid_argument) << bad.dump();
+  EXPECT_THROW(TrainRequest::fromJson(nlohmann::json::object(), LabelSet{{"grade", 4}}),
+               std::invalid_argument);
+}
+
+class TrainingRunTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    archive_.addPatients(20, 2);
+    // A stored split (as an earlier run leaves it): the run must use it, not draw another.
+    std::vector<std::pair<std::string, std::string>> splits;
+    for (int p = 0; p < 20; ++p)
+      splits.emplace_back("P" + std::to_string(p), p < 14 ? "train" : p < 16 ? "val" : "test");
+    archive_.index().assignSplits(splits, 0);
+  }
+  TrainRequest tiny() const {
+    TrainRequest r = TrainRequest::fromJson(
+        {{"Method", "medaug"}, {"Epochs", 1}, {"ImageSize", 16}, {"BatchSize", 8}, {"Device", "cpu"}},
+        kLabels);
+    return r;
+  }
+  comcl::testing::ArchiveFixture archive_{32};
+};
+
+TEST_F(TrainingRunTest, ATinyRunRegistersACandidateVersionWithHeldOutMetrics) {
+  std::vector<std::string> stages;
+  storage::TrainingRunRecord run;
+  run.state = "running";
+  const std::int64_t runId = archive_.index().insertTrainingRun(run);
+  const TrainOutcome outcome = runTraining(
+      tiny(), archive_.index(), archive_.cache(), archive_.dir().file("models"), archive_.dir().file("run"),
+      runId,
+      [&](const TrainProgress& p) {
+        if (stages.empty() || stages.back() != p.stage)
+          stages.push_back(p.stage);
+      },
+      nullptr);
+  EXPECT_EQ(stages, (std::vector<std::string>{"snapshot", "pre-train", "heads", "register"}));
+  EXPECT_EQ(outcome.modelVersion, 1);
+  const auto record = archive_.index().modelVersion(1);
+  ASSERT_TRUE(record);
+  EXPECT_EQ(record->status, "candidate");
+  EXPECT_EQ(record->runId, runId);
+  EXPECT_EQ(record->path, "v1");
+  const auto scorer = training::loadScorer(outcome.modelDirectory);
+  EXPECT_EQ(scorer->modelVersion(), 1);
+  EXPECT_EQ(scorer->findings(), std::vector<std::string>{"finding"});
+  EXPECT_TRUE(outcome.metrics.at("labels")[0].contains("auc")) << outcome.metrics.dump();
+  EXPECT_EQ(outcome.metrics.at("labels")[0].at("testImages"), 16);  // P16..P19, 4 images each
+  EXPECT_EQ(archive_.index().splitOf("P19"), "test");
+}
+
+TEST_F(TrainingRunTest, ACancelledRunRegistersNothing) {
+  std::atomic<bool> cancel{false};
+  EXPECT_THROW(runTraining(
+                   tiny(), archive_.index(), archive_.cache(), archive_.dir().file("models"),
+                   archive_.dir().file("run"), 1,
+                   [&](const TrainProgress& p) { cancel = p.stage == "pre-train"; }, &cancel),
+               training::DataError);
+  EXPECT_TRUE(archive_.index().modelVersions().empty());
+}
+
+}  // namespace
+}  // namespace comcl::plugin
