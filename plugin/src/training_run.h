@@ -1,9 +1,8 @@
 // One retraining run of the plugin (POST /comcl/train, issue 6), without Orthanc: snapshot the index, use
 // the stored patient-level split, pre-train (MoCo v2 / MedAug / CoMCL, or none for supervised-only), fit the
 // heads and evaluate them on the held-out patients, write the next model version into the registry as a
-// candidate. The Orthanc job (plugin.cpp) runs it on a thread of its own and reports its progress.
-//
-// WORK IN PROGRESS (branch wip-train): not wired to REST yet.
+// candidate. Not wired to REST yet: the Orthanc job that runs it on a thread of its own, reports its
+// progress and honours cancel comes next (issue 6).
 #pragma once
 
 #include <atomic>
