@@ -146,9 +146,7 @@ TrainOutcome runTraining(const TrainRequest& request, storage::Index& index, con
     config.moco.channels = cache.format().channels;
     if (!request.strategy.empty())
       config.pairs = training::PairStrategy::parse(request.strategy);
-    const int images = static_cast<int>(set.size());
-    if (config.moco.queueSize > images / 2)  // a queue longer than the data repeats every key
-      config.moco.queueSize = std::max(config.batchSize, images / 2 / config.batchSize * config.batchSize);
+    config.moco.queueSize = config.queueSizeFor(set.size());
     training::ComclRoles roles;
     if (request.method == "comcl")
       roles = training::comclRolesFromLabels(set, request.lesionLabel, &split);

@@ -507,9 +507,7 @@ int runPretrain(const PretrainOptions& o, const CLI::App& command) {
   OpenData data = openData(o.data);
   PretrainConfig config = pretrainConfigFrom(o, command, data.cache->format().channels);
   const auto images = static_cast<int>(data.set.size());
-  if (config.moco.queueSize > images) {
-    // A queue longer than the data holds several stale keys of every image, the query's own among them.
-    const int fitted = std::max(config.batchSize, images / 2 / config.batchSize * config.batchSize);
+  if (const int fitted = config.queueSizeFor(data.set.size()); fitted != config.moco.queueSize) {
     std::cerr << "note: queue size " << config.moco.queueSize << " exceeds the " << images
               << " images; using " << fitted << " (about half the images)\n";
     config.moco.queueSize = fitted;

@@ -353,6 +353,13 @@ std::string rolesId(const ComclRoles& roles) {
 
 }  // namespace
 
+int PretrainConfig::queueSizeFor(std::size_t images) const {
+  const auto count = static_cast<int>(images);
+  if (moco.queueSize <= count)
+    return moco.queueSize;
+  return std::max(batchSize, count / 2 / batchSize * batchSize);
+}
+
 PretrainConfig PretrainConfig::forMethod(const std::string& method, int imageSize) {
   PretrainConfig config;
   config.method = method;

@@ -76,6 +76,10 @@ struct PretrainConfig {
   // authors' T 0.07, healthy queue K 7200, m 0.999, SGD 0.02 Nesterov momentum 0.9, weight decay 5e-4,
   // cosine schedule (methods.md §2.2) and comclAugment().
   static PretrainConfig forMethod(const std::string& method, int imageSize);
+  // The queue length to use on `images` images: moco.queueSize, or, when that exceeds the images, about
+  // half of them (a multiple of the batch, at least one batch): a queue longer than the data holds several
+  // stale keys of every image, the query's own among them.
+  int queueSizeFor(std::size_t images) const;
   void validate() const;  // std::invalid_argument naming the field
   nlohmann::json toJson() const;
   static PretrainConfig fromJson(const nlohmann::json& json);
