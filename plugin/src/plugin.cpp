@@ -60,6 +60,15 @@ std::string orthancId(const OrthancPluginHttpRequest* request, const char* what)
   return id;
 }
 
+// The request body as JSON; 400 with `notJson` when it is not JSON.
+nlohmann::json jsonBody(const OrthancPluginHttpRequest* request, const std::string& notJson) {
+  const auto* bytes = static_cast<const char*>(request->body);
+  const nlohmann::json body = nlohmann::json::parse(bytes, bytes + request->bodySize, nullptr, false);
+  if (body.is_discarded())
+    throw HttpError(400, notJson);
+  return body;
+}
+
 void requireMethod(const OrthancPluginHttpRequest* request, OrthancPluginHttpMethod method) {
   if (request->method != method)
     throw HttpError(405, method == OrthancPluginHttpMethod_Get ? "GET" : "POST");
@@ -115,10 +124,8 @@ OrthancPluginErrorCode serveScore(OrthancPluginRestOutput* output, const char*,
     const std::string id = orthancId(req, "study");
     bool force = false;
     if (req->bodySize > 0) {
-      const auto* bytes = static_cast<const char*>(req->body);
-      const nlohmann::json body = nlohmann::json::parse(bytes, bytes + req->bodySize, nullptr, false);
-      if (body.is_discarded())
-        throw HttpError(400, "the body must be a JSON object such as {\"Force\": true}, or empty");
+      const nlohmann::json body =
+          jsonBody(req, "the body must be a JSON object such as {\"Force\": true}, or empty");
       if (!body.is_object())
         throw HttpError(400, std::string("the body must be a JSON object, not ") + body.type_name());
       for (const auto& item : body.items()) {
@@ -163,8 +170,6 @@ OrthancPluginErrorCode serveQualitySummary(OrthancPluginRestOutput* output, cons
   });
 }
 
-// Refuses (403) a request whose HTTP Basic user is not in Comcl.PrivilegedUsers, when that list is set.
-// Orthanc has checked the password already; read routes stay open to every user it lets in.
 // The HTTP Basic user of a request (empty without one).
 std::optional<std::string> requestUser(const OrthancPluginHttpRequest* request) {
   for (uint32_t i = 0; i < request->headersCount; ++i) {
@@ -177,6 +182,8 @@ std::optional<std::string> requestUser(const OrthancPluginHttpRequest* request) 
   return std::nullopt;
 }
 
+// Refuses (403) a request whose HTTP Basic user is not in Comcl.PrivilegedUsers, when that list is set.
+// Orthanc has checked the password already; read routes stay open to every user it lets in.
 void requirePrivileged(const OrthancPluginHttpRequest* request, const std::string& action) {
   const auto& allowed = engine->config().privilegedUsers;
   if (!allowed)
@@ -192,14 +199,6 @@ void requirePrivileged(const OrthancPluginHttpRequest* request, const std::strin
 std::string labelSource(const OrthancPluginHttpRequest* request) {
   const std::optional<std::string> user = requestUser(request);
   return user ? "rest:" + *user : "rest";
-}
-
-nlohmann::json jsonBody(const OrthancPluginHttpRequest* request, const std::string& expected) {
-  const auto* bytes = static_cast<const char*>(request->body);
-  const nlohmann::json body = nlohmann::json::parse(bytes, bytes + request->bodySize, nullptr, false);
-  if (body.is_discarded())
-    throw HttpError(400, "the body must be JSON: " + expected);
-  return body;
 }
 
 OrthancPluginErrorCode serveStudyLabels(OrthancPluginRestOutput* output, const char*,
@@ -218,7 +217,7 @@ OrthancPluginErrorCode serveStudyLabels(OrthancPluginRestOutput* output, const c
       return;
     }
     requirePrivileged(req, "label studies");
-    const nlohmann::json body = jsonBody(req, "{\"Labels\": {\"name\": value, ...}}");
+    const nlohmann::json body = jsonBody(req, "the body must be JSON: {\"Labels\": {\"name\": value, ...}}");
     if (!body.is_object() || !body.contains("Labels") || body.size() != 1)
       throw HttpError(400, "the body must be {\"Labels\": {\"name\": value, ...}}");
     const nlohmann::json result = engine->labels().put(*uid, body.at("Labels"), labelSource(req));
@@ -233,7 +232,8 @@ OrthancPluginErrorCode serveLabels(OrthancPluginRestOutput* output, const char*,
   return serve(output, request, "POST /comcl/labels", [](auto* out, auto* req) {
     requireMethod(req, OrthancPluginHttpMethod_Post);
     requirePrivileged(req, "label studies");
-    const nlohmann::json rows = jsonBody(req, "an array of {\"StudyInstanceUID\": ..., \"Labels\": {...}}");
+    const nlohmann::json rows =
+        jsonBody(req, "the body must be JSON: an array of {\"StudyInstanceUID\": ..., \"Labels\": {...}}");
     if (!rows.is_array())
       throw HttpError(400, std::string("the body must be a JSON array of rows, not ") + rows.type_name());
     answerJson(out, engine->labels().importRows(rows, labelSource(req)));

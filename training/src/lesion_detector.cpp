@@ -146,9 +146,10 @@ std::vector<std::vector<LesionBox>> detectorCandidates(const LesionRun& run, con
         images.begin() + static_cast<std::ptrdiff_t>(start),
         images.begin() + static_cast<std::ptrdiff_t>(std::min(images.size(), start + batch)));
     const std::int64_t side = config.detectorImageSize;
-    torch::Tensor x = detail::resizedTo(
-        loadBatch(run.cache, run.set.cachedRefs(chunk), run.device, config.detectorChannels), side);
-    x = x.contiguous();
+    const torch::Tensor x =
+        detail::resizedTo(
+            loadBatch(run.cache, run.set.cachedRefs(chunk), run.device, config.detectorChannels), side)
+            .contiguous();
     for (std::vector<LesionBox>& boxes : detector.run(x))
       candidates.push_back(std::move(boxes));
     run.report("lesion proposals: detector ran on " + std::to_string(candidates.size()) + " of " +

@@ -32,6 +32,9 @@ void toUnitFloat(const std::uint8_t* raw, std::size_t samples, int bitsPerSample
   }
 }
 
+// ITU-R BT.601 luminance, as imaging::toGrey (training/ does not depend on imaging/).
+constexpr float kLuminance[3] = {0.299f, 0.587f, 0.114f};
+
 int outputChannels(const storage::CacheFormat& format, int channels) {
   if (channels != 0 && channels != 1 && channels != 3)
     throw std::invalid_argument("images can be read with 1 or 3 channels, not " + std::to_string(channels));
@@ -67,7 +70,8 @@ torch::Tensor unitFloatTensor(const std::uint8_t* raw, std::int64_t count, const
           image[c * plane + i] = samples[3 * i + c];
     } else {
       for (std::size_t i = 0; i < plane; ++i)
-        image[i] = 0.299f * samples[3 * i] + 0.587f * samples[3 * i + 1] + 0.114f * samples[3 * i + 2];
+        image[i] = kLuminance[0] * samples[3 * i] + kLuminance[1] * samples[3 * i + 1] +
+                   kLuminance[2] * samples[3 * i + 2];
     }
   }
   return images;
@@ -115,7 +119,7 @@ torch::Tensor withChannels(const torch::Tensor& images, int channels) {
   if (channels == 3)
     return images.expand({images.size(0), 3, images.size(2), images.size(3)});
   const torch::Tensor weights =
-      torch::tensor({0.299f, 0.587f, 0.114f}, images.options()).reshape({1, 3, 1, 1});
+      torch::tensor({kLuminance[0], kLuminance[1], kLuminance[2]}, images.options()).reshape({1, 3, 1, 1});
   return (images * weights).sum(1, /*keepdim=*/true);
 }
 
