@@ -249,6 +249,7 @@ TrainingRunRecord readRun(const Statement& s) {
   if (auto version = s.columnOptionalInt(7)) {
     r.modelVersion = static_cast<int>(*version);
   }
+  r.detailsJson = s.columnText(8);
   return r;
 }
 
@@ -1161,8 +1162,8 @@ std::optional<int> Index::activateModelVersion(int version) {
 std::int64_t Index::insertTrainingRun(const TrainingRunRecord& r) {
   std::lock_guard lock(mutex_);
   Use put(cached(
-      "INSERT INTO training_runs (job_id, state, request_json, started_at, finished_at, error, model_version)"
-      " VALUES (?1, ?2, ?3, COALESCE(NULLIF(?4, ''), " COMCL_NOW "), ?5, ?6, ?7)"));
+      "INSERT INTO training_runs (job_id, state, request_json, started_at, finished_at, error, model_version,"
+      " details_json) VALUES (?1, ?2, ?3, COALESCE(NULLIF(?4, ''), " COMCL_NOW "), ?5, ?6, ?7, ?8)"));
   put->bind(1, r.jobId)
       .bind(2, r.state)
       .bind(3, r.requestJson)
@@ -1170,6 +1171,7 @@ std::int64_t Index::insertTrainingRun(const TrainingRunRecord& r) {
       .bind(5, r.finishedAt)
       .bind(6, r.error)
       .bind(7, r.modelVersion)
+      .bind(8, r.detailsJson)
       .run();
   return connection_.lastInsertRowId();
 }
@@ -1178,8 +1180,8 @@ void Index::updateTrainingRun(const TrainingRunRecord& r) {
   std::lock_guard lock(mutex_);
   Use put(cached(
       "UPDATE training_runs SET job_id = ?2, state = ?3, request_json = ?4,"
-      " started_at = COALESCE(NULLIF(?5, ''), started_at), finished_at = ?6, error = ?7, model_version = ?8"
-      " WHERE id = ?1"));
+      " started_at = COALESCE(NULLIF(?5, ''), started_at), finished_at = ?6, error = ?7, model_version = ?8,"
+      " details_json = ?9 WHERE id = ?1"));
   put->bind(1, r.id)
       .bind(2, r.jobId)
       .bind(3, r.state)
@@ -1188,6 +1190,7 @@ void Index::updateTrainingRun(const TrainingRunRecord& r) {
       .bind(6, r.finishedAt)
       .bind(7, r.error)
       .bind(8, r.modelVersion)
+      .bind(9, r.detailsJson)
       .run();
   if (connection_.changes() == 0) {
     throw DatabaseError("no training run with id " + std::to_string(r.id));
@@ -1197,8 +1200,8 @@ void Index::updateTrainingRun(const TrainingRunRecord& r) {
 std::optional<TrainingRunRecord> Index::trainingRun(std::int64_t id) {
   std::lock_guard lock(mutex_);
   Use get(
-      cached("SELECT id, job_id, state, request_json, started_at, finished_at, error, model_version"
-             " FROM training_runs WHERE id = ?"));
+      cached("SELECT id, job_id, state, request_json, started_at, finished_at, error, model_version,"
+             " details_json FROM training_runs WHERE id = ?"));
   get->bind(1, id);
   if (!get->step()) {
     return std::nullopt;
@@ -1209,8 +1212,8 @@ std::optional<TrainingRunRecord> Index::trainingRun(std::int64_t id) {
 std::vector<TrainingRunRecord> Index::trainingRuns() {
   std::lock_guard lock(mutex_);
   Use get(
-      cached("SELECT id, job_id, state, request_json, started_at, finished_at, error, model_version"
-             " FROM training_runs ORDER BY id"));
+      cached("SELECT id, job_id, state, request_json, started_at, finished_at, error, model_version,"
+             " details_json FROM training_runs ORDER BY id"));
   std::vector<TrainingRunRecord> result;
   while (get->step()) {
     result.push_back(readRun(*get));

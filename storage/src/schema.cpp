@@ -178,6 +178,13 @@ CREATE TABLE lesion_boxes (
 CREATE INDEX lesion_boxes_finding ON lesion_boxes (finding, instance_id);
 CREATE INDEX lesion_boxes_instance ON lesion_boxes (instance_id, finding, source);
 )sql",
+      // v4: what a training run reports beyond its state (stage timings, loss curve, metrics, promotion),
+      // and each instance's AccessionNumber (labels may be keyed by it).
+      R"sql(
+ALTER TABLE training_runs ADD COLUMN details_json TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE instances ADD COLUMN accession_number TEXT NOT NULL DEFAULT '';
+CREATE INDEX instances_accession ON instances (accession_number);
+)sql",
   };
   return scripts;
 }

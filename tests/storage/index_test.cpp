@@ -643,9 +643,11 @@ TEST_F(IndexTest, TrainingRunsRoundTrip) {
   EXPECT_THAT(got->startedAt, ::testing::MatchesRegex(kIsoUtc));
   EXPECT_EQ(got->finishedAt, std::nullopt);
   EXPECT_EQ(got->modelVersion, std::nullopt);
+  EXPECT_EQ(got->detailsJson, "{}");
 
   TrainingRunRecord done = *got;
   done.state = "failed";
+  done.detailsJson = R"({"loss":[2.5,2.1]})";
   done.finishedAt = "2024-02-02T10:00:00.000Z";
   done.error = "out of memory";
   done.modelVersion = 3;
@@ -655,6 +657,7 @@ TEST_F(IndexTest, TrainingRunsRoundTrip) {
   EXPECT_EQ(got->finishedAt, "2024-02-02T10:00:00.000Z");
   EXPECT_EQ(got->error, "out of memory");
   EXPECT_EQ(got->modelVersion, 3);
+  EXPECT_EQ(got->detailsJson, R"({"loss":[2.5,2.1]})");
   EXPECT_EQ(got->startedAt, done.startedAt);
 
   const std::int64_t second = index.insertTrainingRun(run);

@@ -117,6 +117,7 @@ struct TrainingRunRecord {
   std::optional<std::string> finishedAt;
   std::string error;
   std::optional<int> modelVersion;
+  std::string detailsJson = "{}";  // stage timings, loss curve, metrics, promotion (the plugin's JSON)
 };
 
 // What the plugin wrote for one Orthanc study: the report, and the DICOM SR it stored (if any).
