@@ -10,6 +10,7 @@
 #include "comcl/storage/cache_key.h"
 #include "comcl/storage/schema.h"
 #include "orthanc_api.h"
+#include "orthanc_job.h"
 #include "study_report.h"
 
 namespace comcl::plugin {
@@ -112,7 +113,18 @@ Engine::Engine(PluginConfig config, std::string deviceText, torch::Device device
                [](const std::string& message) { logWarning(message); }),
       models_(index_, config_.modelDirectory),
       labels_(index_, config_.labels),
-      ingestQueue_(config_.workers, static_cast<std::size_t>(config_.queueCapacity)) {
+      ingestQueue_(config_.workers, static_cast<std::size_t>(config_.queueCapacity)),
+      training_(
+          index_, cache_, TrainingSettings{config_.modelDirectory, config_.runDirectory, config_.promotion},
+          [this](int version) {
+            std::optional<nlohmann::json> result = activateModel(version);
+            if (!result)
+              throw std::runtime_error("version " + std::to_string(version) + " is not in the registry");
+            return *result;
+          }) {
+  for (const std::int64_t run : training_.interruptedAtStart())
+    logWarning("training run " + std::to_string(run) +
+               " was going when Orthanc stopped: marked interrupted, the registry is unchanged");
   for (const std::string& id : index_.reportInstanceIds())
     ownReports_.insert(id);
   catchUpCursor_ = index_.cursor(kCursorName).value_or(0);
@@ -132,6 +144,8 @@ void Engine::start() {
 void Engine::stop() {
   if (stopping_.exchange(true))
     return;
+  training_.stop();  // the run is recorded as interrupted; nothing half-written is registered
+  rescoring_.stop();
   catchUpWake_.notify_all();
   ingestQueue_.stop();
   annotator_.stop();
@@ -262,10 +276,90 @@ std::optional<std::string> Engine::studyInstanceUidOf(const std::string& studyId
 std::optional<nlohmann::json> Engine::activateModel(int version) {
   std::optional<nlohmann::json> result = models_.activate(version);
   if (result) {
-    logInfo("model version " + std::to_string(version) + " activated through the REST API");
+    logInfo("model version " + std::to_string(version) + " activated");
     scoring_.refresh();
+    if (config_.rescoreOnActivation) {
+      try {
+        (*result)["RescoreJob"] = startRescoring().at("ID");
+      } catch (const std::exception& e) {
+        logWarning("cannot start re-scoring after activating version " + std::to_string(version) + ": " +
+                   e.what());
+        (*result)["RescoreJob"] = nullptr;
+      }
+    }
   }
   return result;
+}
+
+nlohmann::json Engine::startTraining(TrainRequest request) {
+  const TrainingService::Started started = training_.start(std::move(request));
+  std::string jobId;
+  try {
+    jobId = submitWatchingJob(started.task);
+  } catch (...) {
+    started.task->requestStop(BackgroundTask::StopReason::Canceled);  // nobody could follow or cancel it
+    throw;
+  }
+  training_.attachJob(started.runId, jobId);
+  logInfo("training run " + std::to_string(started.runId) + " started (job " + jobId + ")");
+  return {{"ID", jobId},
+          {"Path", "/jobs/" + jobId},
+          {"RunId", started.runId},
+          {"Run", "/comcl/runs/" + std::to_string(started.runId)}};
+}
+
+nlohmann::json Engine::startRescoring() {
+  std::shared_ptr<BackgroundTask> running;
+  auto work = [this](BackgroundTask& task) { rescoreArchive(task); };
+  std::shared_ptr<BackgroundTask> task = rescoring_.start("ComclRescore", work, &running);
+  if (!task) {
+    // A newer model supersedes the pass going: stop it (it ends after the study in hand) and start again.
+    running->requestStop(BackgroundTask::StopReason::Canceled);
+    running->waitFinished(std::chrono::seconds(60));
+    task = rescoring_.start("ComclRescore", work, &running);
+    if (!task)
+      throw std::runtime_error("the re-scoring job in progress did not stop");
+  }
+  const std::string jobId = submitWatchingJob(task);
+  return {{"ID", jobId}, {"Path", "/jobs/" + jobId}};
+}
+
+// Every study the index knows, annotated again on the annotator thread (one at a time, so that new studies
+// are not held up behind the whole archive): a study whose report depends on the model gets the active
+// version's scores; the previous report stays until its replacement is written.
+void Engine::rescoreArchive(BackgroundTask& task) {
+  const std::optional<ActiveModel> model = scoring_.refresh();
+  const std::vector<std::string> studies = index_.studyResourceIds();
+  std::int64_t annotated = 0, unchanged = 0, failed = 0, gone = 0;
+  for (std::size_t i = 0; i < studies.size(); ++i) {
+    if (*task.stopFlag() || stopping_)
+      throw std::runtime_error("re-scoring stopped after " + std::to_string(i) + " of " +
+                               std::to_string(studies.size()) + " studies");
+    switch (annotateNow(studies[i], false).outcome) {
+      case AnnotationOutcome::Annotated:
+        ++annotated;
+        break;
+      case AnnotationOutcome::Unchanged:
+        ++unchanged;
+        break;
+      case AnnotationOutcome::NotFound:
+        ++gone;
+        break;
+      case AnnotationOutcome::Failed:
+        ++failed;
+        break;
+    }
+    task.update(static_cast<double>(i + 1) / static_cast<double>(studies.size()),
+                {{"ModelVersion", model ? nlohmann::json(model->version) : nlohmann::json()},
+                 {"Studies", studies.size()},
+                 {"Done", i + 1},
+                 {"Annotated", annotated},
+                 {"Unchanged", unchanged},
+                 {"NotFound", gone},
+                 {"Failed", failed}});
+  }
+  if (studies.empty())
+    task.update(1, {{"Studies", 0}});
 }
 
 AnnotationResult Engine::annotateNow(const std::string& studyId, bool force) {
@@ -545,6 +639,7 @@ nlohmann::json Engine::status() {
           {"SchemaVersion", storage::currentSchemaVersion()},
           {"Cache", config_.cachePath},
           {"ActiveModel", modelJson},
+          {"Training", training_.current()},
           {"ModelError", scoring_.lastError()},
           {"Queues",
            {{"Ingest", ingestQueue_.pending()},

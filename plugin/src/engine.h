@@ -25,6 +25,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "background_task.h"
 #include "comcl/imaging/ingest.h"
 #include "comcl/storage/image_cache.h"
 #include "comcl/storage/index.h"
@@ -32,6 +33,7 @@
 #include "plugin_config.h"
 #include "scoring.h"
 #include "study_labels.h"
+#include "training_service.h"
 #include "work_queue.h"
 
 namespace comcl::plugin {
@@ -75,8 +77,17 @@ class Engine {
   // The model registry (list, describe, weights); activation goes through activateModel.
   ModelRegistry& models() { return models_; }
   // Activates a model version (ModelRegistry::activate) and loads it into the scorer at once, so that
-  // /comcl/status and the next study use it. Empty for an unknown version.
+  // /comcl/status and the next study use it; with Comcl.RescoreOnActivation, starts a re-scoring job
+  // ("RescoreJob" in the answer). Empty for an unknown version.
   std::optional<nlohmann::json> activateModel(int version);
+  // Starts a training run and the Orthanc job watching it: {"ID": job, "Path", "RunId", "Run"}.
+  // TrainingBusy while a run goes.
+  nlohmann::json startTraining(TrainRequest request);
+  // Training runs (GET /comcl/runs).
+  TrainingService& training() { return training_; }
+  // Starts a job that annotates every study of the archive again with the active model (a running one is
+  // cancelled first): {"ID": job, "Path"}.
+  nlohmann::json startRescoring();
 
   // For Orthanc's metrics endpoint.
   void publishMetrics();
@@ -104,6 +115,7 @@ class Engine {
   std::size_t reconcileDeletions();
   bool catchUpPage();  // true when more changes wait
   void recordLatency(std::vector<double>& window, double milliseconds);
+  void rescoreArchive(BackgroundTask& task);
   void warnOnce(const std::string& key, const std::string& message);
 
   const PluginConfig config_;
@@ -116,6 +128,8 @@ class Engine {
   StudyLabels labels_;
   WorkQueue ingestQueue_;
   boost::asio::thread_pool annotator_{1};
+  TrainingService training_;  // after what its runs use (index, cache, models, scoring), so it stops first
+  TaskRunner rescoring_;
 
   std::mutex stateMutex_;
   std::unordered_set<std::string> ownReports_;

@@ -17,8 +17,8 @@ std::string ModelRegistry::directoryOf(const storage::ModelVersionRecord& record
   return (path.is_relative() ? fs::path(modelDirectory_) / path : path).string();
 }
 
-std::optional<int> ModelRegistry::activeVersion() {
-  const std::optional<std::string> value = index_.value(storage::kActiveModelVersionKey);
+std::optional<int> activeModelVersion(storage::Index& index) {
+  const std::optional<std::string> value = index.value(storage::kActiveModelVersionKey);
   if (!value || value->empty())
     return std::nullopt;
   try {
@@ -44,7 +44,7 @@ nlohmann::json ModelRegistry::summary(const storage::ModelVersionRecord& record,
 }
 
 nlohmann::json ModelRegistry::list() {
-  const std::optional<int> active = activeVersion();
+  const std::optional<int> active = activeModelVersion(index_);
   nlohmann::json models = nlohmann::json::array();
   for (const storage::ModelVersionRecord& record : index_.modelVersions())
     models.push_back(summary(record, active));
@@ -55,7 +55,7 @@ std::optional<nlohmann::json> ModelRegistry::describe(int version) {
   const std::optional<storage::ModelVersionRecord> record = index_.modelVersion(version);
   if (!record)
     return std::nullopt;
-  nlohmann::json json = summary(*record, activeVersion());
+  nlohmann::json json = summary(*record, activeModelVersion(index_));
   try {
     const training::ModelFile model = training::readModelFile(directoryOf(*record));
     json["Model"] = training::toJson(model);

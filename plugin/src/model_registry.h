@@ -19,6 +19,9 @@ class ModelUnusable : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The version the index names as active; empty when none is (or the value is unreadable).
+std::optional<int> activeModelVersion(storage::Index& index);
+
 class ModelRegistry {
  public:
   // The index must outlive the registry.
@@ -42,7 +45,6 @@ class ModelRegistry {
   std::string directoryOf(const storage::ModelVersionRecord& record) const;
 
  private:
-  std::optional<int> activeVersion();
   nlohmann::json summary(const storage::ModelVersionRecord& record, std::optional<int> active) const;
 
   storage::Index& index_;

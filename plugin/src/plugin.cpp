@@ -36,19 +36,25 @@ void answerJson(OrthancPluginRestOutput* output, const nlohmann::json& body) {
                             "application/json");
 }
 
-// Errors are JSON too: {"HttpStatus": ..., "Message": ...}.
-void answerError(OrthancPluginRestOutput* output, uint16_t status, const std::string& message) {
-  const std::string text = nlohmann::json{{"HttpStatus", status}, {"Message", message}}.dump(2);
+// Errors are JSON too: {"HttpStatus": ..., "Message": ...} and, for some, more fields (`extra`).
+void answerError(OrthancPluginRestOutput* output, uint16_t status, const std::string& message,
+                 const nlohmann::json& extra = nlohmann::json::object()) {
+  nlohmann::json body = {{"HttpStatus", status}, {"Message", message}};
+  body.update(extra);
+  const std::string text = body.dump(2);
   OrthancPluginSendHttpStatus(context(), output, status, text.data(), static_cast<uint32_t>(text.size()));
 }
 
 class HttpError : public std::runtime_error {
  public:
-  HttpError(uint16_t status, const std::string& message) : std::runtime_error(message), status_(status) {}
+  HttpError(uint16_t status, const std::string& message, nlohmann::json extra = nlohmann::json::object())
+      : std::runtime_error(message), status_(status), extra_(std::move(extra)) {}
   uint16_t status() const { return status_; }
+  const nlohmann::json& extra() const { return extra_; }
 
  private:
   uint16_t status_;
+  nlohmann::json extra_;
 };
 
 // Orthanc's public ids: five dash-separated groups of eight lower-case hex digits.
@@ -86,7 +92,7 @@ OrthancPluginErrorCode serve(OrthancPluginRestOutput* output, const OrthancPlugi
     if (e.status() == 405) {
       OrthancPluginSendMethodNotAllowed(context(), output, e.what());  // the message is the allowed method
     } else {
-      answerError(output, e.status(), e.what());
+      answerError(output, e.status(), e.what(), e.extra());
     }
   } catch (const std::exception& e) {
     logError(std::string(route) + ": " + e.what());
@@ -309,6 +315,64 @@ OrthancPluginErrorCode serveModelWeights(OrthancPluginRestOutput* output, const 
   });
 }
 
+OrthancPluginErrorCode serveTrain(OrthancPluginRestOutput* output, const char*,
+                                  const OrthancPluginHttpRequest* request) noexcept {
+  return serve(output, request, "POST /comcl/train", [](auto* out, auto* req) {
+    requireMethod(req, OrthancPluginHttpMethod_Post);
+    requirePrivileged(req, "train models");
+    const nlohmann::json body =
+        req->bodySize == 0
+            ? nlohmann::json::object()
+            : jsonBody(req, "the body must be a JSON object such as {\"Method\": \"medaug\"}, or empty");
+    comcl::plugin::TrainRequest training;
+    try {
+      training = comcl::plugin::TrainRequest::fromJson(body, engine->config().labels);
+    } catch (const std::invalid_argument& e) {
+      throw HttpError(400, e.what());
+    }
+    training.requestedBy = requestUser(req).value_or("");
+    try {
+      answerJson(out, engine->startTraining(std::move(training)));
+    } catch (const comcl::plugin::TrainingBusy& e) {
+      throw HttpError(409, e.what(),
+                      {{"RunId", e.runId()},
+                       {"JobId", e.jobId().empty() ? nlohmann::json() : nlohmann::json(e.jobId())}});
+    }
+  });
+}
+
+OrthancPluginErrorCode serveRuns(OrthancPluginRestOutput* output, const char*,
+                                 const OrthancPluginHttpRequest* request) noexcept {
+  return serve(output, request, "GET /comcl/runs", [](auto* out, auto* req) {
+    requireMethod(req, OrthancPluginHttpMethod_Get);
+    answerJson(out, engine->training().runs());
+  });
+}
+
+OrthancPluginErrorCode serveRun(OrthancPluginRestOutput* output, const char*,
+                                const OrthancPluginHttpRequest* request) noexcept {
+  return serve(output, request, "GET /comcl/runs/{id}", [](auto* out, auto* req) {
+    requireMethod(req, OrthancPluginHttpMethod_Get);
+    static const std::regex pattern("[1-9][0-9]{0,17}");
+    const std::string text = req->groupsCount > 0 ? req->groups[0] : "";
+    if (!std::regex_match(text, pattern))
+      throw HttpError(400, "'" + text + "' is not a training run id (a positive integer)");
+    const auto json = engine->training().run(std::stoll(text));
+    if (!json)
+      throw HttpError(404, "there is no training run " + text + " (GET /comcl/runs)");
+    answerJson(out, *json);
+  });
+}
+
+OrthancPluginErrorCode serveRescore(OrthancPluginRestOutput* output, const char*,
+                                    const OrthancPluginHttpRequest* request) noexcept {
+  return serve(output, request, "POST /comcl/rescore", [](auto* out, auto* req) {
+    requireMethod(req, OrthancPluginHttpMethod_Post);
+    requirePrivileged(req, "re-score the archive");
+    answerJson(out, engine->startRescoring());
+  });
+}
+
 OrthancPluginErrorCode onChange(OrthancPluginChangeType change, OrthancPluginResourceType level,
                                 const char* resourceId) noexcept {
   try {
@@ -383,6 +447,10 @@ ORTHANC_PLUGINS_API int32_t OrthancPluginInitialize(OrthancPluginContext* orthan
     OrthancPluginRegisterRestCallbackNoLock(orthanc, "/comcl/models/([^/]+)", serveModel);
     OrthancPluginRegisterRestCallbackNoLock(orthanc, "/comcl/models/([^/]+)/activate", serveModelActivation);
     OrthancPluginRegisterRestCallbackNoLock(orthanc, "/comcl/models/([^/]+)/weights", serveModelWeights);
+    OrthancPluginRegisterRestCallbackNoLock(orthanc, "/comcl/train", serveTrain);
+    OrthancPluginRegisterRestCallbackNoLock(orthanc, "/comcl/runs", serveRuns);
+    OrthancPluginRegisterRestCallbackNoLock(orthanc, "/comcl/runs/([^/]+)", serveRun);
+    OrthancPluginRegisterRestCallbackNoLock(orthanc, "/comcl/rescore", serveRescore);
     logWarning(std::string("version ") + COMCL_VERSION + ", device " + deviceText + ", database " + database);
     return 0;
   } catch (const std::exception& e) {

@@ -188,7 +188,8 @@ const std::set<std::string>& knownConfigKeys() {
   static const std::set<std::string> keys = {
       "DatabasePath", "CachePath",       "ModelDirectory",  "ImageSize",      "ImageChannels",
       "Workers",      "QueueCapacity",   "CatchUpInterval", "ScoreBatchSize", "StructuredReport",
-      "Quality",      "PrivilegedUsers", "Labels"};
+      "Quality",      "PrivilegedUsers", "Labels",          "Promotion",      "RescoreOnActivation",
+      "RunDirectory"};
   return keys;
 }
 
@@ -226,6 +227,17 @@ PluginConfig parsePluginConfig(const nlohmann::json& orthanc, const std::string&
     config.cachePath = absolute(stringKey(section, "CachePath"), workingDir);
   if (section.contains("ModelDirectory"))
     config.modelDirectory = absolute(stringKey(section, "ModelDirectory"), workingDir);
+  config.runDirectory = (fs::path(config.databasePath).parent_path() / "runs").string();
+  if (section.contains("RunDirectory"))
+    config.runDirectory = absolute(stringKey(section, "RunDirectory"), workingDir);
+  if (section.contains("Promotion")) {
+    config.promotion = stringKey(section, "Promotion");
+    if (config.promotion != "always" && config.promotion != "if-better" && config.promotion != "never")
+      throw ConfigError(qualified("Promotion") + " must be \"always\", \"if-better\" or \"never\", not \"" +
+                        config.promotion + "\"");
+  }
+  if (section.contains("RescoreOnActivation"))
+    config.rescoreOnActivation = booleanKey(section, "RescoreOnActivation");
   if (section.contains("ImageSize"))
     config.imageSize = integerKey(section, "ImageSize", 32, 2048);
   if (section.contains("ImageChannels")) {

@@ -43,6 +43,11 @@ struct PluginConfig {
   // Orthanc users (RegisteredUsers, HTTP Basic) allowed to change what the plugin does: activate models (and,
   // later, train and label). Empty: every user Orthanc lets in may. Others keep read access.
   std::optional<std::set<std::string>> privilegedUsers;
+  // A version a training run registers becomes active: "always", "if-better" (its mean held-out AUC beats
+  // the active version's on the labels both were evaluated on, or no version is active) or "never".
+  std::string promotion = "if-better";
+  bool rescoreOnActivation = true;  // activating a version re-scores every study of the archive (a job)
+  std::string runDirectory;         // training runs' checkpoints; default: "runs" beside the database
   LabelSet labels;  // Comcl.Labels: the labels studies may be given through REST (name -> grades)
   imaging::QualityThresholds quality;
 

@@ -154,13 +154,15 @@ TrainOutcome runTraining(const TrainRequest& request, storage::Index& index, con
     const training::PretrainResult result = trainer.run(
         [&](const training::PretrainProgress& p) {
           const double done = p.totalSteps > 0 ? static_cast<double>(p.globalStep) / p.totalSteps : 0;
-          report({"pre-train", 0.05 + 0.8 * done, p.epoch, p.epochs, p.loss, p.imagesPerSecond});
+          report({"pre-train", 0.05 + 0.8 * done, p.epoch, p.epochs, p.loss, p.epochLoss, p.imagesPerSecond});
         },
         cancel);
     checkCancel();
     if (!result.completed)
       throw training::DataError("pre-training stopped before its last epoch");
     source.directory = result.encoderDirectory;
+    outcome.epochLosses = result.epochLosses;
+    outcome.imagesPerSecond = result.imagesPerSecond;
   } else {
     protocol.mode = "finetune";
     protocol.finetuneEpochs = request.epochs;

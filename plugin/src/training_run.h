@@ -1,8 +1,7 @@
 // One retraining run of the plugin (POST /comcl/train, issue 6), without Orthanc: snapshot the index, use
 // the stored patient-level split, pre-train (MoCo v2 / MedAug / CoMCL, or none for supervised-only), fit the
 // heads and evaluate them on the held-out patients, write the next model version into the registry as a
-// candidate. Not wired to REST yet: the Orthanc job that runs it on a thread of its own, reports its
-// progress and honours cancel comes next (issue 6).
+// candidate. TrainingService runs it on a thread of its own and records it; an Orthanc job watches it.
 #pragma once
 
 #include <atomic>
@@ -41,7 +40,8 @@ struct TrainProgress {
   std::string stage;    // snapshot | pre-train | heads | register
   double fraction = 0;  // of the whole run, 0..1
   int epoch = 0, epochs = 0;
-  double loss = 0;
+  double loss = 0;       // of the last step
+  double epochLoss = 0;  // mean over the epoch so far
   double imagesPerSecond = 0;
 };
 
@@ -50,6 +50,8 @@ struct TrainOutcome {
   std::string modelDirectory;
   nlohmann::json metrics;  // the held-out evaluation (ProtocolResult::toJson)
   nlohmann::json stageSeconds = nlohmann::json::object();
+  std::vector<double> epochLosses;  // pre-training's mean loss per epoch (none for supervised-only)
+  double imagesPerSecond = 0;       // pre-training's throughput
 };
 
 // Runs the whole training. `runDirectory` holds the pre-training checkpoints (a rerun resumes them). Throws
