@@ -50,6 +50,8 @@ class OrthancProcess {
   // SIGTERM, wait up to Options::stopTimeout, then SIGKILL to the process group; records the exit status.
   // Does nothing when the process is not running.
   void stop();
+  // SIGKILL now (a crash, a power cut): nothing of Orthanc's or the plugins' shutdown runs.
+  void kill() noexcept { killNow(); }
   // stop() then start again with the same configuration, storage and ports (so the database persists).
   void restart();
   bool running();                         // reaps the process if it has ended

@@ -3,6 +3,7 @@
 // Every wait is a bounded poll of the REST API.
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
 #include <gtest/gtest.h>
 
 #include <array>
@@ -15,6 +16,7 @@
 #include <set>
 #include <thread>
 
+#include "comcl/imaging/manifest_import.h"
 #include "comcl/imaging/synth.h"
 #include "comcl/storage/index.h"
 #include "comcl/training/scorer.h"
@@ -660,9 +662,14 @@ TEST_F(PipelineTest, ModelVersionsAreListedActivatedRolledBackAndDownloaded) {
   ASSERT_EQ(listed.at("Models").size(), 2u);
   EXPECT_EQ(client.get("/comcl/models/1").json().at("Model").at("findings"), json::array({"covid", "icu"}));
 
-  EXPECT_EQ(client.post("/comcl/models/2/activate", "").json(), (json{{"Active", 2}, {"Previous", nullptr}}));
+  json activated = client.post("/comcl/models/2/activate", "").json();
+  EXPECT_EQ(activated.at("Active"), 2);
+  EXPECT_EQ(activated.at("Previous"), nullptr);
+  EXPECT_TRUE(activated.at("RescoreJob").is_string());  // Comcl.RescoreOnActivation is on by default
   EXPECT_EQ(status(orthanc).at("ActiveModel").at("Version"), 2);
-  EXPECT_EQ(client.post("/comcl/models/1/activate", "").json(), (json{{"Active", 1}, {"Previous", 2}}));
+  activated = client.post("/comcl/models/1/activate", "").json();
+  EXPECT_EQ(activated.at("Active"), 1);
+  EXPECT_EQ(activated.at("Previous"), 2);
   EXPECT_EQ(status(orthanc).at("ActiveModel").at("Version"), 1);
   EXPECT_EQ(client.get("/comcl/models/2").json().at("Status"), "retired");
 
@@ -731,6 +738,189 @@ TEST_F(PipelineTest, OnlyPrivilegedUsersActivateModels) {
   EXPECT_EQ(status(orthanc).at("ActiveModel"), nullptr);
   EXPECT_EQ(orthanc.client().post("/comcl/models/1/activate", "").status, 200);  // alice
   EXPECT_EQ(status(orthanc).at("ActiveModel").at("Version"), 1);
+}
+
+// --- retraining through REST (issue 6)
+
+// The StudyInstanceUID of a DICOM file.
+std::string studyUidOf(const std::string& path) {
+  DcmFileFormat file;
+  if (file.loadFile(path.c_str()).bad())
+    throw std::runtime_error("cannot read " + path);
+  OFString uid;
+  file.getDataset()->findAndGetOFString(DCM_StudyInstanceUID, uid);
+  return uid.c_str();
+}
+
+// POST /comcl/labels rows for MHH files: each file's study with the manifest's label_icu_ever as "icu".
+json mhhIcuLabelRows(const std::vector<std::string>& files) {
+  const imaging::CsvTable manifest = imaging::readCsvFile((kMhh.parent_path() / "manifest.csv").string());
+  const std::size_t fileColumn = *manifest.column("dicom_file");
+  const std::size_t icuColumn = *manifest.column("label_icu_ever");
+  std::map<std::string, int> icuOfFile;
+  for (const imaging::CsvRecord& record : manifest.records)
+    icuOfFile[(kMhh.parent_path() / record.fields[fileColumn]).string()] =
+        std::stoi(record.fields[icuColumn]);
+  json rows = json::array();
+  for (const std::string& file : files)
+    rows.push_back({{"StudyInstanceUID", studyUidOf(file)}, {"Labels", {{"icu", icuOfFile.at(file)}}}});
+  return rows;
+}
+
+const json kTinyTraining = {{"Method", "medaug"}, {"Epochs", 1}, {"ImageSize", 32},
+                            {"BatchSize", 8},     {"Seed", 1},   {"Device", "cpu"}};
+
+// Orthanc's job, polled until it leaves the pending/running states.
+json finishedJob(const HttpClient& client, const std::string& job, std::chrono::seconds limit) {
+  json answer;
+  waitUntil(
+      [&] {
+        answer = client.get("/jobs/" + job).json();
+        const std::string state = answer.at("State");
+        return state != "Pending" && state != "Running";
+      },
+      limit);
+  return answer;
+}
+
+class RetrainingTest : public PipelineTest {
+ protected:
+  // MHH films of 14 patients through storescu, the last patient's kept back as "new"; every image indexed
+  // and its study labelled.
+  void storeAndLabel(OrthancProcess& orthanc) {
+    std::vector<std::string> files = mhhFiles(14, &patients_);
+    const std::string lastPatient = *patients_.rbegin();
+    for (const std::string& file : files)
+      (file.rfind(lastPatient, 0) == 0 ? later_ : stored_).push_back(file);
+    const CommandResult sent = storescu(orthanc, stored_);
+    ASSERT_EQ(sent.status, 0) << sent.output;
+    ASSERT_TRUE(waitUntil([&] { return status(orthanc).at("Instances") == stored_.size(); }))
+        << status(orthanc).dump(2);
+    const json labelled = orthanc.client().post("/comcl/labels", mhhIcuLabelRows(stored_).dump()).json();
+    ASSERT_EQ(labelled.at("Problems").size(), 0u) << labelled.dump(2);
+  }
+  std::set<std::string> patients_;
+  std::vector<std::string> stored_, later_;
+};
+
+// The loop users bought comcl for: label the archive, train through REST as an Orthanc job, see the run and
+// the registered version with its held-out metrics, activate it (the archive is re-scored), and a new study
+// is scored by that version. A second request while a run goes gets 409 with that run's job; a cancelled run
+// registers nothing; a user Comcl.PrivilegedUsers does not name gets 403 and keeps read access.
+TEST_F(RetrainingTest, TheArchiveTrainsTheModelThatScoresIt) {
+  TempDir home;
+  OrthancProcess orthanc(
+      withPlugin({{"DatabasePath", (home.path() / "comcl.sqlite").string()},
+                  {"ImageSize", 64},
+                  {"Labels", {{"icu", "binary"}}},
+                  {"Promotion", "never"},
+                  {"PrivilegedUsers", {"alice"}}},
+                 {{"RegisteredUsers", {{"alice", "orthanctest"}, {"bob", "bobs-secret"}}}}));
+  const HttpClient client = orthanc.client();  // alice
+  const HttpClient bob(orthanc.httpPort(), std::make_pair(std::string("bob"), std::string("bobs-secret")));
+  storeAndLabel(orthanc);
+
+  const HttpResponse refused = bob.post("/comcl/train", kTinyTraining.dump());
+  EXPECT_EQ(refused.status, 403) << refused.body;
+  EXPECT_EQ(bob.get("/comcl/runs").status, 200);
+  EXPECT_EQ(client.post("/comcl/train", R"({"Method": "simclr"})").status, 400);
+  EXPECT_EQ(client.post("/comcl/train", "[1").status, 400);
+
+  // A long run, refused company, then cancelled: nothing registered.
+  json longRun = kTinyTraining;
+  longRun["Epochs"] = 1000;
+  const json first = client.post("/comcl/train", longRun.dump()).json();
+  ASSERT_TRUE(first.contains("ID")) << first.dump();
+  const HttpResponse busy = client.post("/comcl/train", kTinyTraining.dump());
+  EXPECT_EQ(busy.status, 409) << busy.body;
+  EXPECT_EQ(busy.json().at("JobId"), first.at("ID"));
+  EXPECT_EQ(busy.json().at("RunId"), first.at("RunId"));
+  ASSERT_EQ(client.post("/jobs/" + first.at("ID").get<std::string>() + "/cancel", "{}").status, 200);
+  const json cancelled = finishedJob(client, first.at("ID"), std::chrono::seconds(60));
+  EXPECT_EQ(cancelled.at("State"), "Failure") << cancelled.dump(2);
+  const json cancelledRun = client.get(first.at("Run").get<std::string>()).json();
+  EXPECT_EQ(cancelledRun.at("State"), "canceled") << cancelledRun.dump(2);
+  EXPECT_TRUE(client.get("/comcl/models").json().at("Models").empty());
+
+  // The real run.
+  const HttpResponse started = client.post("/comcl/train", kTinyTraining.dump());
+  ASSERT_EQ(started.status, 200) << started.body;
+  const std::string job = started.json().at("ID");
+  const json done = finishedJob(client, job, std::chrono::seconds(600));
+  ASSERT_EQ(done.at("State"), "Success") << done.dump(2) << orthanc.log();
+  EXPECT_EQ(done.at("Type"), "ComclTraining");
+  EXPECT_EQ(done.at("Progress"), 100);
+  EXPECT_EQ(done.at("Content").at("ModelVersion"), 1);
+  EXPECT_EQ(done.at("Content").at("Promoted"), false);  // Promotion "never"
+
+  const json run = client.get(started.json().at("Run").get<std::string>()).json();
+  EXPECT_EQ(run.at("State"), "succeeded");
+  EXPECT_EQ(run.at("JobId"), job);
+  EXPECT_EQ(run.at("Request").at("RequestedBy"), "alice");
+  EXPECT_EQ(run.at("Loss").size(), 1u);
+  for (const char* stage : {"snapshot", "pre-train", "heads", "register"})
+    EXPECT_TRUE(run.at("Stages").contains(stage)) << run.dump(2);
+  const json model = client.get("/comcl/models/1").json();
+  EXPECT_EQ(model.at("Status"), "candidate");
+  EXPECT_EQ(model.at("RunId"), run.at("Id"));
+  const json icu = model.at("Metrics").at("labels")[0];
+  EXPECT_EQ(icu.at("finding"), "icu");
+  EXPECT_GT(icu.at("testImages").get<int>(), 0);  // evaluated on held-out patients
+  EXPECT_EQ(client.get("/comcl/runs").json().size(), 2u);
+
+  // Activation re-scores the archive with version 1.
+  const json activated = client.post("/comcl/models/1/activate", "").json();
+  ASSERT_TRUE(activated.at("RescoreJob").is_string()) << activated.dump();
+  const json rescored = finishedJob(client, activated.at("RescoreJob"), std::chrono::seconds(300));
+  EXPECT_EQ(rescored.at("State"), "Success") << rescored.dump(2);
+  const std::string oldStudy = studiesOf(orthanc).front();
+  EXPECT_EQ(client.get("/comcl/studies/" + oldStudy).json().at("ModelVersion"), 1);
+
+  // A new study is scored by that version.
+  const std::vector<std::string> storedStudies = studiesOf(orthanc);
+  const std::set<std::string> before(storedStudies.begin(), storedStudies.end());
+  ASSERT_EQ(storescu(orthanc, later_).status, 0);
+  std::string newStudy;
+  ASSERT_TRUE(waitUntil([&] {
+    for (const std::string& id : studiesOf(orthanc)) {
+      if (before.count(id) == 0 && annotated(orthanc, id))
+        newStudy = id;
+    }
+    return !newStudy.empty();
+  }));
+  const json scored = client.get("/comcl/studies/" + newStudy).json();
+  EXPECT_EQ(scored.at("ModelVersion"), 1) << scored.dump(2);
+  EXPECT_TRUE(scored.at("Report").at("Scores").contains("icu")) << scored.dump(2);
+}
+
+// kill -9 in the middle of pre-training: after the restart the run is interrupted, the registry and the
+// active model are as they were, and the database passes SQLite's integrity check.
+TEST_F(RetrainingTest, AKilledRunIsMarkedInterruptedAndChangesNothing) {
+  TempDir home;
+  const fs::path database = home.path() / "comcl.sqlite";
+  OrthancProcess orthanc(
+      withPlugin({{"DatabasePath", database.string()}, {"ImageSize", 64}, {"Labels", {{"icu", "binary"}}}}));
+  const HttpClient client = orthanc.client();
+  storeAndLabel(orthanc);
+  json longRun = kTinyTraining;
+  longRun["Epochs"] = 1000;
+  const json started = client.post("/comcl/train", longRun.dump()).json();
+  ASSERT_TRUE(started.contains("Run")) << started.dump();
+  const std::string runPath = started.at("Run");
+  ASSERT_TRUE(waitUntil([&] { return orthanc.client().get(runPath).json().at("Stage") == "pre-train"; }))
+      << client.get(runPath).body;
+
+  orthanc.kill();
+  orthanc.restart();
+  const json interrupted = orthanc.client().get(runPath).json();
+  EXPECT_EQ(interrupted.at("State"), "interrupted") << interrupted.dump(2);
+  EXPECT_NE(interrupted.at("Error").get<std::string>().find("nothing was registered"), std::string::npos);
+  EXPECT_TRUE(orthanc.client().get("/comcl/models").json().at("Models").empty());
+  EXPECT_EQ(status(orthanc).at("ActiveModel"), nullptr);
+  EXPECT_TRUE(status(orthanc).at("Training").is_null());
+  const CommandResult check = run("sqlite3 '" + database.string() + "' 'PRAGMA integrity_check'");
+  EXPECT_EQ(check.output, "ok\n");
+  EXPECT_EQ(orthanc.client().post("/comcl/train", kTinyTraining.dump()).status, 200);  // not stuck as busy
 }
 
 }  // namespace
