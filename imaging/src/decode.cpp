@@ -92,6 +92,7 @@ DicomMetadata readMetadata(DcmFileFormat& file) {
   m.studyInstanceUid = text(ds, DCM_StudyInstanceUID);
   m.patientId = optionalText(ds, DCM_PatientID);
   m.studyDate = optionalText(ds, DCM_StudyDate);
+  m.accessionNumber = text(ds, DCM_AccessionNumber);
   m.modality = optionalText(ds, DCM_Modality);
   m.bodyPart = optionalText(ds, DCM_BodyPartExamined);
   m.viewPosition = optionalText(ds, DCM_ViewPosition);

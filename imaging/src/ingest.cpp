@@ -64,6 +64,7 @@ storage::InstanceRecord recordFor(const DecodeResult& decoded, const std::string
   }
   r.patientKey = m.patientId;
   r.studyDate = m.studyDate;
+  r.accessionNumber = m.accessionNumber;
   r.viewPosition = m.viewPosition;
   r.laterality = m.laterality;
   r.modality = m.modality;

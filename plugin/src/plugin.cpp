@@ -176,16 +176,22 @@ OrthancPluginErrorCode serveQualitySummary(OrthancPluginRestOutput* output, cons
   });
 }
 
-// The HTTP Basic user of a request (empty without one).
-std::optional<std::string> requestUser(const OrthancPluginHttpRequest* request) {
+// A request header's value (names compared without case), or empty.
+std::optional<std::string> header(const OrthancPluginHttpRequest* request, const std::string& name) {
   for (uint32_t i = 0; i < request->headersCount; ++i) {
     std::string key = request->headersKeys[i];
     for (char& c : key)
       c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (key == "authorization")
-      return comcl::plugin::basicAuthUser(request->headersValues[i]);
+    if (key == name)
+      return std::string(request->headersValues[i]);
   }
   return std::nullopt;
+}
+
+// The HTTP Basic user of a request (empty without one).
+std::optional<std::string> requestUser(const OrthancPluginHttpRequest* request) {
+  const std::optional<std::string> authorization = header(request, "authorization");
+  return authorization ? comcl::plugin::basicAuthUser(*authorization) : std::nullopt;
 }
 
 // Refuses (403) a request whose HTTP Basic user is not in Comcl.PrivilegedUsers, when that list is set.
@@ -238,8 +244,19 @@ OrthancPluginErrorCode serveLabels(OrthancPluginRestOutput* output, const char*,
   return serve(output, request, "POST /comcl/labels", [](auto* out, auto* req) {
     requireMethod(req, OrthancPluginHttpMethod_Post);
     requirePrivileged(req, "label studies");
-    const nlohmann::json rows =
-        jsonBody(req, "the body must be JSON: an array of {\"StudyInstanceUID\": ..., \"Labels\": {...}}");
+    if (header(req, "content-type").value_or("").rfind("text/csv", 0) == 0) {
+      try {
+        answerJson(
+            out, engine->labels().importCsv(
+                     std::string_view(static_cast<const char*>(req->body), req->bodySize), labelSource(req)));
+      } catch (const std::invalid_argument& e) {
+        throw HttpError(400, e.what());
+      }
+      return;
+    }
+    const nlohmann::json rows = jsonBody(req,
+                                         "the body must be JSON (an array of {\"StudyInstanceUID\": ..., "
+                                         "\"Labels\": {...}}) or CSV sent as Content-Type: text/csv");
     if (!rows.is_array())
       throw HttpError(400, std::string("the body must be a JSON array of rows, not ") + rows.type_name());
     answerJson(out, engine->labels().importRows(rows, labelSource(req)));

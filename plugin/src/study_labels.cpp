@@ -1,9 +1,11 @@
 #include "study_labels.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <set>
 #include <utility>
 
+#include "comcl/imaging/manifest_import.h"
 #include "plugin_config.h"
 
 namespace comcl::plugin {
@@ -97,9 +99,23 @@ std::string StudyLabels::resolveStudy(const nlohmann::json& row, std::string& pr
       problem = "no study with StudyInstanceUID " + uid + " in the archive";
     return uid;
   }
+  const std::string accession = text("AccessionNumber");
+  if (!accession.empty()) {
+    const std::vector<std::string> studies = index_.studyInstanceUidsWithAccession(accession);
+    if (studies.size() != 1) {
+      problem = studies.empty()
+                    ? "no study with AccessionNumber " + accession + " in the archive"
+                    : "AccessionNumber " + accession + " names " + std::to_string(studies.size()) +
+                          " studies; name it by StudyInstanceUID";
+      return "";
+    }
+    return studies.front();
+  }
   const std::string patient = text("PatientID"), date = text("StudyDate");
   if (patient.empty() || date.empty()) {
-    problem = "a row names its study by StudyInstanceUID, or by PatientID and StudyDate (strings)";
+    problem =
+        "a row names its study by StudyInstanceUID, AccessionNumber, or PatientID and StudyDate "
+        "(strings)";
     return "";
   }
   std::set<std::string> studies;
@@ -116,36 +132,77 @@ std::string StudyLabels::resolveStudy(const nlohmann::json& row, std::string& pr
   return *studies.begin();
 }
 
+void StudyLabels::importRow(const nlohmann::json& row, std::size_t number, const std::string& source,
+                            std::vector<storage::LabelRecord>& records, nlohmann::json& problems) {
+  const auto report = [&](const std::string& message) {
+    problems.push_back({{"Row", number}, {"Message", message}});
+  };
+  if (!row.is_object() || !row.contains("Labels")) {
+    report("a row is a JSON object with the study and \"Labels\"");
+    return;
+  }
+  std::string problem;
+  const std::string study = resolveStudy(row, problem);
+  if (!problem.empty()) {
+    report(problem);
+    return;
+  }
+  std::vector<std::string> labelProblems;
+  for (storage::LabelRecord& record : checked(study, row.at("Labels"), source, labelProblems))
+    records.push_back(std::move(record));
+  for (const std::string& message : labelProblems)
+    report(message);
+}
+
 nlohmann::json StudyLabels::importRows(const nlohmann::json& rows, const std::string& source) {
   if (!rows.is_array())
     throw std::invalid_argument(std::string("the body must be a JSON array of rows, not ") +
                                 rows.type_name());
   nlohmann::json problems = nlohmann::json::array();
   std::vector<storage::LabelRecord> records;
-  for (std::size_t i = 0; i < rows.size(); ++i) {
-    const nlohmann::json& row = rows[i];
-    const auto report = [&](const std::string& message) {
-      problems.push_back({{"Row", i + 1}, {"Message", message}});
-    };
-    if (!row.is_object() || !row.contains("Labels")) {
-      report("a row is a JSON object with the study and \"Labels\"");
-      continue;
-    }
-    std::string problem;
-    const std::string study = resolveStudy(row, problem);
-    if (!problem.empty()) {
-      report(problem);
-      continue;
-    }
-    std::vector<std::string> labelProblems;
-    for (storage::LabelRecord& record : checked(study, row.at("Labels"), source, labelProblems))
-      records.push_back(std::move(record));
-    for (const std::string& message : labelProblems)
-      report(message);
-  }
+  for (std::size_t i = 0; i < rows.size(); ++i)
+    importRow(rows[i], i + 1, source, records, problems);
   if (!records.empty())
     index_.putLabels(records);  // one transaction for the valid labels of every row
   return {{"Rows", rows.size()}, {"Stored", records.size()}, {"Problems", problems}};
+}
+
+nlohmann::json StudyLabels::importCsv(std::string_view text, const std::string& source) {
+  const imaging::CsvTable table = imaging::parseCsv(text);
+  static const std::set<std::string> keyColumns = {"StudyInstanceUID", "AccessionNumber", "PatientID",
+                                                   "StudyDate"};
+  bool hasKey = false;
+  for (const std::string& name : table.header)
+    hasKey = hasKey || keyColumns.count(name) > 0;
+  if (!hasKey)
+    throw std::invalid_argument(
+        "the CSV header names no study column (StudyInstanceUID, AccessionNumber, or PatientID and "
+        "StudyDate)");
+  nlohmann::json problems = nlohmann::json::array();
+  for (const imaging::CsvProblem& problem : table.problems)
+    problems.push_back(
+        {{"Row", problem.row}, {"Message", "line " + std::to_string(problem.line) + ": " + problem.message}});
+  std::vector<storage::LabelRecord> records;
+  for (const imaging::CsvRecord& record : table.records) {
+    nlohmann::json row = {{"Labels", nlohmann::json::object()}};
+    for (std::size_t c = 0; c < table.header.size(); ++c) {
+      const std::string& name = table.header[c];
+      const std::string& cell = record.fields[c];
+      if (keyColumns.count(name) > 0) {
+        row[name] = cell;
+      } else if (!cell.empty()) {  // an empty cell gives no label
+        char* end = nullptr;
+        const double value = std::strtod(cell.c_str(), &end);
+        row["Labels"][name] = end != nullptr && *end == '\0' ? nlohmann::json(value) : nlohmann::json(cell);
+      }
+    }
+    importRow(row, record.row, source, records, problems);
+  }
+  if (!records.empty())
+    index_.putLabels(records);
+  return {{"Rows", table.records.size() + table.problems.size()},
+          {"Stored", records.size()},
+          {"Problems", problems}};
 }
 
 }  // namespace comcl::plugin

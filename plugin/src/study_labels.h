@@ -35,15 +35,22 @@ class StudyLabels {
                      const std::string& source);
   // {"StudyInstanceUID", "Labels": {"name": {"Value": v, "Source": "..."}}}.
   nlohmann::json get(const std::string& studyInstanceUid);
-  // Bulk: an array of rows {"StudyInstanceUID": uid} or {"PatientID": id, "StudyDate": "YYYYMMDD"}, each with
-  // "Labels": {...}. Rows are independent: an unknown or ambiguous study, a malformed row or a bad label is
-  // reported with its row number (1-based) and the valid labels of every row are kept. Returns
+  // Bulk: an array of rows {"StudyInstanceUID": uid}, {"AccessionNumber": n} or {"PatientID": id,
+  // "StudyDate": "YYYYMMDD"}, each with "Labels": {...}. Rows are independent: an unknown or ambiguous study,
+  // a malformed row or a bad label is reported with its row number (1-based) and the valid labels of every
+  // row are kept. Returns
   // {"Rows": n, "Stored": labels stored, "Problems": [{"Row": r, "Message": "..."}, ...]}.
   nlohmann::json importRows(const nlohmann::json& rows, const std::string& source);
+  // The same from CSV: a header with the study's columns (StudyInstanceUID, AccessionNumber, or PatientID and
+  // StudyDate) and one column per label; an empty cell gives no label. Rows are numbered as data rows
+  // (the header is not counted). Throws std::invalid_argument when the header names no study column.
+  nlohmann::json importCsv(std::string_view text, const std::string& source);
 
  private:
   // The study a bulk row names, or the reason it names none.
   std::string resolveStudy(const nlohmann::json& row, std::string& problem);
+  void importRow(const nlohmann::json& row, std::size_t number, const std::string& source,
+                 std::vector<storage::LabelRecord>& records, nlohmann::json& problems);
   // Valid labels of `labels` as records for the study; problems appended.
   std::vector<storage::LabelRecord> checked(const std::string& studyInstanceUid, const nlohmann::json& labels,
                                             const std::string& source,

@@ -21,16 +21,16 @@ const std::string kInstanceColumns =
     " bits_stored, transfer_syntax_uid, photometric, decode_state, decode_reason, metadata_issues, "
     "cache_slot,"
     " content_x, content_y, content_width, content_height, patient_resource_id, study_resource_id,"
-    " series_resource_id";
-// The same fields in ?1..?29 order, for INSERT and UPDATE.
+    " series_resource_id, accession_number";
+// The same fields in ?1..?30 order, for INSERT and UPDATE.
 const std::string kInsertInstance =
     "INSERT INTO instances (resource_id, source, sop_instance_uid, series_instance_uid, study_instance_uid,"
     " sop_class_uid, patient_key, study_date, view_position, laterality, modality, body_part, image_rows,"
     " image_cols, frames, bits_stored, transfer_syntax_uid, photometric, decode_state, decode_reason,"
     " metadata_issues, cache_slot, content_x, content_y, content_width, content_height, patient_resource_id,"
-    " study_resource_id, series_resource_id, created_at, updated_at)"
+    " study_resource_id, series_resource_id, accession_number, created_at, updated_at)"
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21,"
-    " ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, " COMCL_NOW ", " COMCL_NOW ")";
+    " ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, " COMCL_NOW ", " COMCL_NOW ")";
 const std::string kUpdateInstance =
     "UPDATE instances SET resource_id = ?1, source = ?2, sop_instance_uid = ?3, series_instance_uid = ?4,"
     " study_instance_uid = ?5, sop_class_uid = ?6, patient_key = ?7, study_date = ?8, view_position = ?9,"
@@ -38,7 +38,7 @@ const std::string kUpdateInstance =
     " bits_stored = ?16, transfer_syntax_uid = ?17, photometric = ?18, decode_state = ?19,"
     " decode_reason = ?20, metadata_issues = ?21, cache_slot = ?22, content_x = ?23, content_y = ?24,"
     " content_width = ?25, content_height = ?26, patient_resource_id = ?27, study_resource_id = ?28,"
-    " series_resource_id = ?29, updated_at = " COMCL_NOW " WHERE id = ?30";
+    " series_resource_id = ?29, accession_number = ?30, updated_at = " COMCL_NOW " WHERE id = ?31";
 const std::string kSelectSlotByResource = "SELECT id, cache_slot FROM instances WHERE resource_id = ?";
 const std::string kSelectSlotById = "SELECT cache_slot FROM instances WHERE id = ?";
 const std::string kSelectByResource = "SELECT " + kInstanceColumns + " FROM instances WHERE resource_id = ?";
@@ -112,7 +112,8 @@ void bindRecord(Statement& s, const InstanceRecord& r) {
       .bind(26, r.contentHeight)
       .bind(27, r.patientResourceId)
       .bind(28, r.studyResourceId)
-      .bind(29, r.seriesResourceId);
+      .bind(29, r.seriesResourceId)
+      .bind(30, r.accessionNumber);
 }
 
 InstanceRecord readRecord(const Statement& s) {
@@ -147,6 +148,7 @@ InstanceRecord readRecord(const Statement& s) {
   r.patientResourceId = s.columnText(27);
   r.studyResourceId = s.columnText(28);
   r.seriesResourceId = s.columnText(29);
+  r.accessionNumber = s.columnText(30);
   return r;
 }
 
@@ -398,7 +400,7 @@ std::int64_t Index::upsertLocked(const InstanceRecord& record, std::vector<SlotE
   if (existingId) {
     Use update(cached(kUpdateInstance));
     bindRecord(*update, record);
-    update->bind(30, *existingId).run();
+    update->bind(31, *existingId).run();
     id = *existingId;
   } else {
     Use insert(cached(kInsertInstance));
@@ -1011,6 +1013,18 @@ std::vector<std::string> Index::studyResourceIds() {
   return textColumn(
       "SELECT study_resource_id FROM instances WHERE study_resource_id <> ''"
       " UNION SELECT study_resource_id FROM study_annotations ORDER BY 1");
+}
+
+std::vector<std::string> Index::studyInstanceUidsWithAccession(std::string_view accessionNumber) {
+  std::lock_guard lock(mutex_);
+  Use get(cached(
+      "SELECT DISTINCT study_instance_uid FROM instances"
+      " WHERE accession_number = ? AND accession_number <> '' AND study_instance_uid <> '' ORDER BY 1"));
+  get->bind(1, accessionNumber);
+  std::vector<std::string> result;
+  while (get->step())
+    result.push_back(get->columnText(0));
+  return result;
 }
 
 std::int64_t Index::studyAnnotationCount() {

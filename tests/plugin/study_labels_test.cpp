@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "plugin_config.h"
 #include "temp_dir.h"
 
@@ -17,10 +19,14 @@ class StudyLabelsTest : public ::testing::Test {
     addInstance("i2", "P1", "1.2.2", "20200301");
     addInstance("i3", "P2", "1.2.3", "20200101");
     addInstance("i4", "P2", "1.2.4", "20200101");  // a second study of P2 that day
+    addInstance("i5", "P3", "1.2.5", "20200101", "ACC5");
+    addInstance("i6", "P3", "1.2.6", "20200102", "ACC-TWICE");
+    addInstance("i7", "P4", "1.2.7", "20200102", "ACC-TWICE");  // a clash across patients
   }
   void addInstance(const std::string& id, const std::string& patient, const std::string& study,
-                   const std::string& date) {
+                   const std::string& date, const std::string& accession = "") {
     storage::InstanceRecord row;
+    row.accessionNumber = accession;
     row.resourceId = id;
     row.patientKey = patient;
     row.studyInstanceUid = study;
@@ -70,6 +76,45 @@ TEST_F(StudyLabelsTest, BulkRowsAreResolvedAndReportedOneByOne) {
   EXPECT_EQ(labels_.get("1.2.1").at("Labels").at("covid").at("Value"), 1.0);
   EXPECT_EQ(labels_.get("1.2.3").at("Labels").at("severity").at("Value"), 1.0);
   EXPECT_THROW(labels_.importRows(nlohmann::json::object(), "rest"), std::invalid_argument);
+}
+
+TEST_F(StudyLabelsTest, RowsMayNameTheirStudyByAccessionNumber) {
+  const nlohmann::json result = labels_.importRows(nlohmann::json::parse(R"([
+    {"AccessionNumber": "ACC5", "Labels": {"covid": 1}},
+    {"AccessionNumber": "ACC-TWICE", "Labels": {"covid": 1}},
+    {"AccessionNumber": "NOPE", "Labels": {"covid": 1}}])"),
+                                                   "bulk");
+  EXPECT_EQ(result.at("Stored"), 1);
+  ASSERT_EQ(result.at("Problems").size(), 2u) << result.dump();
+  EXPECT_NE(result.at("Problems")[0].at("Message").get<std::string>().find("names 2 studies"),
+            std::string::npos);
+  EXPECT_EQ(result.at("Problems")[1].at("Row"), 3);
+  EXPECT_EQ(labels_.get("1.2.5").at("Labels").at("covid").at("Value"), 1.0);
+}
+
+TEST_F(StudyLabelsTest, CsvRowsAreImportedLikeJsonRowsAndReportedByDataRow) {
+  const std::string csv =
+      "StudyInstanceUID,AccessionNumber,PatientID,StudyDate,covid,severity\r\n"
+      "1.2.1,,,,1,3\r\n"
+      ",ACC5,,,0,\r\n"                 // an empty cell gives no label
+      ",,P1,20200301,yes,1\r\n"        // a value that is not a number is reported, the other label kept
+      ",,P9,20200101,1,1\r\n"          // unknown study
+      "1.2.3,,,,1\r\n"                 // ragged
+      "\"1.2.4\",,,,\"0\",\"2\"\r\n";  // quoted cells
+  const nlohmann::json result = labels_.importCsv(csv, "csv:alice");
+  EXPECT_EQ(result.at("Rows"), 6);
+  EXPECT_EQ(result.at("Stored"), 6);  // 2 + 1 + 1 + 0 + 0 + 2
+  std::set<int> problemRows;
+  for (const nlohmann::json& problem : result.at("Problems"))
+    problemRows.insert(problem.at("Row").get<int>());
+  EXPECT_EQ(problemRows, (std::set<int>{3, 4, 5})) << result.dump(2);
+  EXPECT_EQ(labels_.get("1.2.1").at("Labels").at("severity").at("Value"), 3.0);
+  EXPECT_EQ(labels_.get("1.2.1").at("Labels").at("covid").at("Source"), "csv:alice");
+  EXPECT_EQ(labels_.get("1.2.5").at("Labels").size(), 1u);
+  EXPECT_EQ(labels_.get("1.2.2").at("Labels").at("severity").at("Value"), 1.0);
+  EXPECT_FALSE(labels_.get("1.2.2").at("Labels").contains("covid"));
+  EXPECT_EQ(labels_.get("1.2.4").at("Labels").at("severity").at("Value"), 2.0);
+  EXPECT_THROW(labels_.importCsv("covid,severity\n1,2\n", "x"), std::invalid_argument);
 }
 
 TEST(LabelSet, IsDeclaredAsBinaryOrGraded) {

@@ -37,6 +37,7 @@ struct DicomMetadata {
   std::string studyInstanceUid;
   std::optional<std::string> patientId;
   std::optional<std::string> studyDate;
+  std::string accessionNumber;
   std::optional<std::string> modality;
   std::optional<std::string> bodyPart;
   std::optional<std::string> viewPosition;

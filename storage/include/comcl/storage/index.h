@@ -35,7 +35,8 @@ struct InstanceRecord {
   std::string patientResourceId;
   std::string studyResourceId;
   std::string seriesResourceId;
-  std::string source;  // file path for offline indexing, "orthanc" for the plugin
+  std::string accessionNumber;  // (0008,0050), "" when absent
+  std::string source;           // file path for offline indexing, "orthanc" for the plugin
   std::string sopInstanceUid;
   std::string seriesInstanceUid;
   std::string studyInstanceUid;
@@ -261,6 +262,8 @@ class Index {
   // Every Orthanc study id the index knows (from instance rows or annotations), sorted: for reconciling
   // with Orthanc after deletions the plugin did not see.
   std::vector<std::string> studyResourceIds();
+  // The StudyInstanceUIDs of the instances with that AccessionNumber (normally one), sorted.
+  std::vector<std::string> studyInstanceUidsWithAccession(std::string_view accessionNumber);
 
   // --- patient-level split ("train" / "val" / "test"), fixed once assigned
   // Assigning the same split again is a no-op (the first seed stays); another split throws std::logic_error;
