@@ -14,12 +14,13 @@
 #include "comcl/imaging/quality.h"
 #include "comcl/imaging/resize.h"
 #include "comcl/storage/cache_key.h"
+#include "manifest_fields.h"
 
 namespace comcl::imaging {
 
 namespace fs = std::filesystem;
 
-namespace {
+namespace detail {
 
 std::string trim(std::string_view s) {
   const auto blank = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
@@ -92,6 +93,34 @@ int pngBitDepth(const std::string& path) {
     return 0;
   return static_cast<unsigned char>(header[24]);
 }
+
+std::string rowName(std::size_t row) {
+  return "row " + std::to_string(row);
+}
+
+std::string emptyRequiredCells(const std::string& patient, const std::string& imageId,
+                               const std::string& file) {
+  std::vector<std::string> empty;
+  if (patient.empty())
+    empty.emplace_back("patient_id");
+  if (imageId.empty())
+    empty.emplace_back("image_id");
+  if (file.empty())
+    empty.emplace_back("file");
+  return empty.empty() ? std::string() : "empty " + joined(empty, ", ");
+}
+
+Image readRowPng(const fs::path& path) {
+  if (!fs::is_regular_file(path))
+    throw std::runtime_error("missing file " + path.string());
+  return readPng(path.string());
+}
+
+}  // namespace detail
+
+using namespace detail;
+
+namespace {
 
 // A reserved cache slot that goes back to the free list unless a committed row took it.
 class SlotReservation {
@@ -168,10 +197,6 @@ std::vector<storage::LabelRecord> labelRecords(const std::string& key,
   for (const ManifestLabel& l : labels)
     out.push_back({"instance", key, l.finding, l.value, source});
   return out;
-}
-
-std::string rowName(std::size_t row) {
-  return "row " + std::to_string(row);
 }
 
 // The names in a `labels` cell; nullopt when the row is unlabelled (empty, or only "unlabelled").
@@ -450,15 +475,8 @@ ManifestImportReport importManifest(const Manifest& manifest, storage::Index& in
       report.failures.push_back({r.row, r.line, imageId, std::move(reason)});
     };
 
-    std::vector<std::string> empty;
-    if (patient.empty())
-      empty.emplace_back("patient_id");
-    if (imageId.empty())
-      empty.emplace_back("image_id");
-    if (file.empty())
-      empty.emplace_back("file");
-    if (!empty.empty()) {
-      fail("empty " + joined(empty, ", "));
+    if (const std::string empty = emptyRequiredCells(patient, imageId, file); !empty.empty()) {
+      fail(empty);
       continue;
     }
     const std::string resourceId = report.resourcePrefix + imageId;
@@ -475,14 +493,10 @@ ManifestImportReport importManifest(const Manifest& manifest, storage::Index& in
     }
 
     const fs::path path = (dir / file).lexically_normal();
-    if (!fs::is_regular_file(path)) {
-      fail("missing file " + path.string());
-      continue;
-    }
     Image image;
     try {
-      image = readPng(path.string());
-    } catch (const std::exception& e) {  // not a PNG, truncated, unsupported layout: the row is bad
+      image = readRowPng(path);
+    } catch (const std::exception& e) {  // missing, not a PNG, truncated, unsupported layout: the row is bad
       fail(e.what());
       continue;
     }

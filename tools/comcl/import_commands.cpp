@@ -1,13 +1,18 @@
-// comcl import-manifest / import-labels: PNG data sets described by a manifest.csv, and manifest labels for
-// images indexed from DICOM (imaging/manifest_import.h does the work; this file parses and prints).
+// comcl import-manifest / import-labels / to-dicom: PNG data sets described by a manifest.csv, manifest
+// labels for images indexed from DICOM, and PNG sets written out as DICOM files (imaging/manifest_import.h
+// and imaging/png_to_dicom.h do the work; this file parses and prints).
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <nlohmann/json.hpp>
+#include <set>
 
 #include "comcl/imaging/manifest_import.h"
+#include "comcl/imaging/png_to_dicom.h"
 #include "comcl/storage/image_cache.h"
 #include "comcl/storage/index.h"
 #include "commands.h"
@@ -119,6 +124,76 @@ int runImportLabels(const std::string& manifest, const std::string& dbPath, cons
   return r.failures.empty() ? 0 : 1;
 }
 
+// The body of POST /comcl/labels, one study a line:
+// [{"StudyInstanceUID": uid, "Labels": {"finding": 0|1, ...}}, ...]
+std::string labelsBody(const std::vector<imaging::StudyLabelRow>& rows) {
+  std::string body = "[";
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const nlohmann::ordered_json row = {{"StudyInstanceUID", rows[i].studyInstanceUid},
+                                        {"Labels", rows[i].labels}};
+    body += (i > 0 ? ",\n " : "\n ") + row.dump();
+  }
+  return body + "\n]\n";
+}
+
+int runToDicom(const std::string& folder, const std::string& out, std::size_t limit, const std::string& tag,
+               const std::string& labelsOut, const std::vector<std::string>& only) {
+  const auto started = std::chrono::steady_clock::now();
+  imaging::PngToDicomOptions options;
+  options.outputDir = out;
+  options.limit = limit;
+  options.datasetTag = tag;
+  imaging::PngToDicomReport r;
+  try {
+    r = imaging::convertToDicom(folder, options);
+  } catch (const imaging::ManifestError& e) {
+    std::cerr << "comcl to-dicom: " << e.what() << "\n";
+    return 2;
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  std::set<std::string> patients, studies, findings;
+  std::map<std::string, std::int64_t> views;
+  for (const imaging::DicomFromPng& image : r.written) {
+    patients.insert(image.patientId);
+    studies.insert(image.studyInstanceUid);
+    ++views[image.viewPosition.value_or("")];
+    for (const imaging::ManifestLabel& label : image.labels)
+      findings.insert(label.finding);
+  }
+  std::cout << "converted " << r.manifestPath << " (" << r.considered << " of " << r.rows << " rows) in "
+            << std::fixed << std::setprecision(2) << seconds << " s\n"
+            << std::defaultfloat << "  written:     " << r.written.size() << " DICOM files, "
+            << r.failures.size() << " failed\n"
+            << "  folder:      " << r.outputDir << "/" << r.datasetTag << "-<patient_id>/<image_id>.dcm\n"
+            << "  as:          Secondary Capture, 8-bit MONOCHROME2, Explicit VR Little Endian\n"
+            << "  patients:    " << patients.size() << " (PatientID " << r.datasetTag << "-<patient_id>)\n"
+            << "  studies:     " << studies.size() << "\n"
+            << "  study dates: " << r.dateSource << "\n";
+  printCounts("views", views);
+  int status = r.failures.empty() ? 0 : 1;
+  if (!labelsOut.empty()) {
+    const std::set<std::string> wanted(only.begin(), only.end());
+    for (const std::string& name : wanted) {
+      if (findings.count(name) == 0)
+        r.warnings.push_back("--label " + name + ": no written image has that label");
+    }
+    const std::vector<imaging::StudyLabelRow> rows = imaging::studyLabelRows(r, wanted);
+    std::ofstream file(labelsOut, std::ios::binary | std::ios::trunc);
+    file << labelsBody(rows);
+    file.close();
+    if (!file) {
+      std::cerr << "comcl to-dicom: cannot write " << labelsOut << "\n";
+      status = 2;
+    } else {
+      std::cout << "  labels:      " << rows.size() << " studies with labels -> " << labelsOut
+                << " (body of POST /comcl/labels)\n";
+    }
+  }
+  printWarnings("to-dicom", r.warnings);
+  printFailures("to-dicom", r.failures);
+  return status;
+}
+
 }  // namespace
 
 void addImportCommands(CLI::App& app, std::vector<Command>& commands) {
@@ -128,6 +203,9 @@ void addImportCommands(CLI::App& app, std::vector<Command>& commands) {
     storage::CacheFormat manifestFormat;
     bool manifestReplace = false;
     std::string labelsManifest, labelsDb, labelsMatch;
+    std::string dicomFolder, dicomOut, dicomTag, dicomLabelsOut;
+    std::size_t dicomLimit = 0;
+    std::vector<std::string> dicomLabels;
   };
   static Options o;
 
@@ -147,11 +225,27 @@ void addImportCommands(CLI::App& app, std::vector<Command>& commands) {
                    "Manifest column whose path ends each index row's source (default: dicom_file, else file)")
       ->check(CLI::IsMember({"file", "dicom_file"}));
 
+  CLI::App* toDicom = app.add_subcommand(
+      "to-dicom", "Write a PNG data set described by FOLDER/manifest.csv as DICOM files (for storescu)");
+  toDicom->add_option("folder", o.dicomFolder, "Folder holding manifest.csv and the images")->required();
+  toDicom->add_option("--out", o.dicomOut, "Folder for the DICOM files")->required();
+  toDicom->add_option("--limit", o.dicomLimit, "Only the first N manifest rows (0: all)");
+  toDicom->add_option("--tag", o.dicomTag,
+                      "Prefix of PatientID (default: the folder name up to its first '_', e.g. covid)");
+  CLI::Option* labelsOut = toDicom->add_option(
+      "--labels-out", o.dicomLabelsOut, "Write the studies' labels as a JSON body for POST /comcl/labels");
+  toDicom->add_option("--label", o.dicomLabels, "Only this finding in --labels-out (repeatable)")
+      ->needs(labelsOut);
+
   commands.push_back({manifest, [] {
                         return runImportManifest(o.manifestFolder, o.manifestDb, o.manifestCache,
                                                  o.manifestFormat, o.manifestReplace);
                       }});
   commands.push_back({labels, [] { return runImportLabels(o.labelsManifest, o.labelsDb, o.labelsMatch); }});
+  commands.push_back({toDicom, [] {
+                        return runToDicom(o.dicomFolder, o.dicomOut, o.dicomLimit, o.dicomTag,
+                                          o.dicomLabelsOut, o.dicomLabels);
+                      }});
 }
 
 }  // namespace comcl::cli
