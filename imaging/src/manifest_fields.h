@@ -27,6 +27,11 @@ std::string cell(const CsvRecord& record, std::optional<std::size_t> column);
 std::optional<std::size_t> studyDateColumn(const CsvTable& table);
 // A PNG's bit depth from its header; 0 when the header cannot be read.
 int pngBitDepth(const std::string& path);
+// The columns both readers use; each empty when the table has none by that name.
+struct ManifestColumns {
+  explicit ManifestColumns(const CsvTable& table);
+  std::optional<std::size_t> patient, image, file, study, view, modality, date;
+};
 // "row N"
 std::string rowName(std::size_t row);
 // "empty patient_id, file" naming the empty ones of a row's required cells; "" when none is empty.

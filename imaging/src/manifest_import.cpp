@@ -84,6 +84,15 @@ std::optional<std::size_t> studyDateColumn(const CsvTable& table) {
   return std::nullopt;
 }
 
+ManifestColumns::ManifestColumns(const CsvTable& table)
+    : patient(table.column("patient_id")),
+      image(table.column("image_id")),
+      file(table.column("file")),
+      study(table.column("study_id")),
+      view(table.column("view")),
+      modality(table.column("modality")),
+      date(studyDateColumn(table)) {}
+
 // Bit depth from the IHDR chunk (the signature, the chunk length and type, width, height, then the depth);
 // 0 when the header cannot be read (readPng reports that).
 int pngBitDepth(const std::string& path) {
@@ -444,13 +453,10 @@ ManifestImportReport importManifest(const Manifest& manifest, storage::Index& in
   for (const CsvProblem& p : table.problems)
     report.failures.push_back({p.row, p.line, "", p.message});
 
-  const auto patientColumn = table.column("patient_id");
-  const auto imageColumn = table.column("image_id");
-  const auto fileColumn = table.column("file");
-  const auto studyColumn = table.column("study_id");
-  const auto viewColumn = table.column("view");
-  const auto modalityColumn = table.column("modality");
-  const auto dateColumn = studyDateColumn(table);
+  const ManifestColumns columns(table);
+  const auto patientColumn = columns.patient, imageColumn = columns.image, fileColumn = columns.file,
+             studyColumn = columns.study, viewColumn = columns.view, modalityColumn = columns.modality,
+             dateColumn = columns.date;
   if (dateColumn)
     report.studyDateColumn = table.header[*dateColumn];
 

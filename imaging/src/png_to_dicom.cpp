@@ -309,16 +309,13 @@ PngToDicomReport convertToDicom(const Manifest& manifest, const PngToDicomOption
       report.failures.push_back({p.row, p.line, "", p.message});
   }
 
-  const auto patientColumn = table.column("patient_id");
-  const auto imageColumn = table.column("image_id");
-  const auto fileColumn = table.column("file");
-  const auto studyColumn = table.column("study_id");
-  const auto viewColumn = table.column("view");
-  const auto modalityColumn = table.column("modality");
+  const detail::ManifestColumns columns(table);
+  const auto patientColumn = columns.patient, imageColumn = columns.image, fileColumn = columns.file,
+             studyColumn = columns.study, viewColumn = columns.view, modalityColumn = columns.modality,
+             dateColumn = columns.date;
   const auto sexColumn = table.column("sex");
   const auto ageColumn = table.column("age");
   const auto licenceColumn = table.column("license");
-  const auto dateColumn = detail::studyDateColumn(table);
   std::optional<std::size_t> offsetColumn;
   for (const char* name : kOffsetColumns) {
     if ((offsetColumn = table.column(name)))
