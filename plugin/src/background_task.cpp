@@ -1,5 +1,7 @@
 #include "background_task.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 
 namespace comcl::plugin {
@@ -85,6 +87,8 @@ std::shared_ptr<BackgroundTask> TaskRunner::start(const std::string& type, Work 
   auto task = std::make_shared<BackgroundTask>(type);
   task_ = task;
   thread_ = std::thread([task, work = std::move(work)] {
+    // Named after the task (top -H, gdb), not after the HTTP thread that started it; Linux allows 15 bytes.
+    pthread_setname_np(pthread_self(), task->type().substr(0, 15).c_str());
     try {
       work(*task);
       task->finish(BackgroundTask::State::Succeeded);

@@ -4,9 +4,9 @@
 
 #include <gtest/gtest.h>
 
-#include "archive_fixture.h"
 #include "comcl/training/dataset.h"
 #include "comcl/training/scorer.h"
+#include "stored_split_archive.h"
 
 namespace comcl::plugin {
 namespace {
@@ -32,14 +32,7 @@ TEST(TrainRequest, FieldsAreOptionalAndCheckedByName) {
 
 class TrainingRunTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    archive_.addPatients(20, 2);
-    // A stored split (as an earlier run leaves it): the run must use it, not draw another.
-    std::vector<std::pair<std::string, std::string>> splits;
-    for (int p = 0; p < 20; ++p)
-      splits.emplace_back("P" + std::to_string(p), p < 14 ? "train" : p < 16 ? "val" : "test");
-    archive_.index().assignSplits(splits, 0);
-  }
+  void SetUp() override { comcl::testing::addPatientsWithStoredSplit(archive_); }
   TrainRequest tiny() const {
     TrainRequest r = TrainRequest::fromJson(
         {{"Method", "medaug"}, {"Epochs", 1}, {"ImageSize", 16}, {"BatchSize", 8}, {"Device", "cpu"}},

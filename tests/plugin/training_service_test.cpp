@@ -5,10 +5,12 @@
 #include "training_service.h"
 
 #include <gtest/gtest.h>
+#include <pthread.h>
 
+#include <array>
 #include <filesystem>
 
-#include "archive_fixture.h"
+#include "stored_split_archive.h"
 
 namespace comcl::plugin {
 namespace {
@@ -20,7 +22,9 @@ TEST(TaskRunner, RunsOneTaskAtATimeAndReportsHowItEnded) {
   TaskRunner runner;
   std::mutex gate;
   std::unique_lock hold(gate);
-  auto first = runner.start("Test", [&](BackgroundTask& task) {
+  std::array<char, 16> threadName{};
+  auto first = runner.start("ComclTrainingRun", [&](BackgroundTask& task) {
+    pthread_getname_np(pthread_self(), threadName.data(), threadName.size());
     task.update(0.5, {{"Half", true}});
     std::lock_guard wait(gate);  // until the test lets it finish
   });
@@ -34,6 +38,7 @@ TEST(TaskRunner, RunsOneTaskAtATimeAndReportsHowItEnded) {
   EXPECT_EQ(first->state(), BackgroundTask::State::Succeeded);
   EXPECT_EQ(first->snapshot().fraction, 1.0);
   EXPECT_EQ(first->snapshot().content.at("Half"), true);
+  EXPECT_STREQ(threadName.data(), "ComclTrainingRu");  // the task's type, cut to Linux's 15 bytes
 
   auto failing = runner.start("Test", [](BackgroundTask&) { throw std::runtime_error("disk full"); });
   ASSERT_TRUE(failing && failing->waitFinished(kLongWait));
@@ -87,13 +92,7 @@ TEST(Promotion, FollowsThePolicyAndComparesHeldOutAucOnCommonLabels) {
 
 class TrainingServiceTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    archive_.addPatients(20, 2);
-    std::vector<std::pair<std::string, std::string>> splits;
-    for (int p = 0; p < 20; ++p)
-      splits.emplace_back("P" + std::to_string(p), p < 14 ? "train" : p < 16 ? "val" : "test");
-    archive_.index().assignSplits(splits, 0);
-  }
+  void SetUp() override { comcl::testing::addPatientsWithStoredSplit(archive_); }
   TrainRequest request(int epochs) const {
     return TrainRequest::fromJson(
         {{"Method", "medaug"}, {"Epochs", epochs}, {"ImageSize", 16}, {"BatchSize", 8}, {"Device", "cpu"}},
