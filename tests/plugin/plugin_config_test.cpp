@@ -88,6 +88,20 @@ TEST(PluginConfig, CacheAndModelsLieBesideTheDatabaseUnlessSet) {
   EXPECT_EQ(parsePluginConfig(json{{"Comcl", {{"CachePath", "c.bin"}}}}, "/w").cachePath, "/w/c.bin");
 }
 
+TEST(PluginConfig, TrainingKeysHaveDefaultsAndAreChecked) {
+  const PluginConfig defaults = parsePluginConfig(json{{"Comcl", {{"DatabasePath", "/d/x.sqlite"}}}}, "/");
+  EXPECT_EQ(defaults.promotion, "if-better");
+  EXPECT_TRUE(defaults.rescoreOnActivation);
+  EXPECT_EQ(defaults.runDirectory, "/d/runs");
+  const PluginConfig set = parsePluginConfig(
+      json{{"Comcl", {{"Promotion", "never"}, {"RescoreOnActivation", false}, {"RunDirectory", "r"}}}}, "/w");
+  EXPECT_EQ(set.promotion, "never");
+  EXPECT_FALSE(set.rescoreOnActivation);
+  EXPECT_EQ(set.runDirectory, "/w/r");
+  EXPECT_EQ(errorFor(json{{"Comcl", {{"Promotion", "sometimes"}}}}),
+            "Comcl.Promotion must be \"always\", \"if-better\" or \"never\", not \"sometimes\"");
+}
+
 TEST(PluginConfig, QualityThresholdsOverrideTheDefaultsAndAreValidated) {
   const PluginConfig config = parsePluginConfig(
       json{{"Comcl", {{"Quality", {{"Sharpness", {{"Usable", 55.5}}}, {"ShortSide", {{"Reject", 100}}}}}}}},
