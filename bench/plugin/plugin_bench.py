@@ -6,23 +6,43 @@ Figures measured against a real Orthanc 1.10.1 started from a generated configur
             how long after storescu the plugin had indexed everything;
   lag     - time from a study's last instance stored to the study annotated, minus StableAge;
   memory  - peak resident memory (VmHWM) of Orthanc after 10,000 instances, without vs with the plugin, and
-            the comcl database / image-cache sizes.
+            the comcl database / image-cache sizes;
+  rest    - REST latency of the plugin's read routes under a training run (issue 6: p50/p95 of
+            GET /comcl/studies/{id} and GET /comcl/status with 20 concurrent clients, target p95 < 50 ms on
+            2 cores), Orthanc's own GET /studies/{id} measured alongside as the reference. A labelled archive
+            (the MHH films of --rest-data, stored with storescu and labelled "icu" from label_icu_ever through
+            POST /comcl/labels; a synthetic one when that folder is missing) is indexed and annotated, then
+            two phases of --rest-seconds each: "idle" (no training), and "training" (POST /comcl/train with
+            --rest-train-body, load started once the job reports Stage "pre-train", the job cancelled
+            after). --rest-clients threads (urllib, one connection per request) each pick a random study and
+            go round the three routes, back to back unless --rest-think-ms. One record per phase x route:
+            p50/p95/p99/max ms, requests, errors (not 200), req/s; the training records add the job's
+            images/s at start and end of the window (the job's figure over its recent steps: stale when no
+            step ended in the window) and the pre-training steps seen ending in the window (the job polled
+            every 0.25 s) x BatchSize / seconds.
+            Each phase also records the CPU seconds of Orthanc's threads (by name and nice value) and of this
+            client, to tell what dominated. Orthanc's HTTP pool ("HttpThreadsCount", default 50) is left at
+            its default: enough for 20 clients. Run it without `nice`: the training thread lowers itself to
+            nice 10, which only ranks it below the HTTP threads when Orthanc itself runs at nice 0.
 Standard library only (urllib, subprocess). Everything is written under --work (a /tmp folder); every Orthanc
 started here is stopped (SIGTERM, then SIGKILL after 60 s) when the script ends, also on errors and Ctrl-C;
 their pids are also written to <work>/orthanc.pids for the shell wrapper's trap.
 
-usage: plugin_bench.py --build BUILD_DIR --work DIR [--figures ingest lag memory] [options]
+usage: plugin_bench.py --build BUILD_DIR --work DIR [--figures ingest lag memory rest] [options]
 """
 import argparse
+import csv
 import datetime
 import hashlib
 import json
 import os
+import random
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -146,6 +166,15 @@ class Orthanc:
         url = "http://127.0.0.1:%d%s" % (self.http, path)
         with urllib.request.urlopen(url, timeout=timeout) as answer:
             return json.loads(answer.read().decode())
+
+    def post(self, path, body, timeout=60):
+        url = "http://127.0.0.1:%d%s" % (self.http, path)
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        request = urllib.request.Request(url, data=data, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            text = answer.read().decode()
+            return json.loads(text) if text.strip() else None
 
     def get_or_none(self, path):
         try:
@@ -406,12 +435,299 @@ def figure_memory(args):
             subprocess.run(["rm", "-rf", orthanc.storage], check=True)
 
 
+# --- figure 5: REST latency of the read routes under a training run (issue 6)
+
+def rest_archive(args):
+    """(source, files, {Orthanc study id: (StudyInstanceUID, label)}) of the archive the rest figure
+    stores."""
+    data = os.path.abspath(args.rest_data)
+    manifest = os.path.join(data, "manifest.csv")
+    if os.path.exists(manifest):
+        with open(manifest, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("dicom_file")]
+        files = [os.path.join(data, r["dicom_file"]) for r in rows]
+        labels_by_file = {os.path.join(data, r["dicom_file"]): int(r["label_icu_ever"]) for r in rows}
+        # PatientID and StudyInstanceUID of every file: one dcmdump for all of them
+        dump = subprocess.run(["dcmdump", "-q", "+F", "+P", "0010,0020", "+P", "0020,000d"] + files,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=True).stdout
+        tags, current = {}, None
+        for line in dump.splitlines():
+            if line.startswith("# dcmdump ("):
+                current = line.split("): ", 1)[1].strip()
+                tags[current] = {}
+            elif current and line.startswith("(") and "[" in line:
+                tags[current][line[1:10]] = line.split("[", 1)[1].split("]", 1)[0]
+        labels = {}
+        for path in files:
+            t = tags.get(path, {})
+            if "0010,0020" not in t or "0020,000d" not in t:
+                raise RuntimeError("no PatientID / StudyInstanceUID read from " + path)
+            sid = orthanc_id(t["0010,0020"], t["0020,000d"])
+            labels[sid] = (t["0020,000d"], labels_by_file[path])
+        return "mhh:" + data, files, labels
+    log("rest: %s not found, using a synthetic archive" % manifest)
+    out = os.path.join(WORK, "data-rest")
+    rows = synth(args.comcl, out, 120, 1, 256, ["Mono2Uint16"], 11)
+    files = [os.path.join(out, field(r, "file", "File")) for r in rows]
+    labels = {}
+    for r in rows:
+        patient, uid = field(r, "patientId", "PatientID"), field(r, "studyInstanceUid", "StudyInstanceUID")
+        labels[orthanc_id(patient, uid)] = (uid, int(hashlib.sha1(patient.encode()).hexdigest(), 16) % 2)
+    return "synthetic", files, labels
+
+
+def thread_cpu(pid):
+    """{tid: (thread name and nice, CPU seconds)} of every thread of a process (/proc/*/task/*/stat)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                text = f.read()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1:text.rindex(")")]
+        fields = text[text.rindex(")") + 2:].split()
+        # fields[0] is field 3 (state): utime = field 14, stime = 15, nice = 19
+        out[tid] = ("%s (nice %s)" % (name, fields[16]), (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def cpu_delta(before, after, training_tids=()):
+    """CPU seconds spent between two thread_cpu() snapshots, by thread name and nice (threads that ended in
+    between are missed), with the number of threads of each name that ran. A thread inherits its name from
+    the thread that started it: the training run's threads, started from an HTTP request, are also called
+    civetweb-worker, so the threads of `training_tids` are counted apart."""
+    seconds, threads = {}, {}
+    for tid, (key, now) in after.items():
+        spent = now - before.get(tid, (key, 0.0))[1]
+        if tid in training_tids:
+            key = "training run: " + key
+        if spent > 0:
+            seconds[key] = seconds.get(key, 0.0) + spent
+            threads[key] = threads.get(key, 0) + 1
+    return {"%s x%d" % (k, threads[k]): round(v, 2) for k, v in sorted(seconds.items(), key=lambda kv: -kv[1])}
+
+
+def rest_load(orthanc, study_ids, clients, seconds, seed, think, sample=None, tids_before_training=None):
+    """clients threads, each for `seconds`, going round the three routes on random studies, pausing `think`
+    seconds after each answer; sample() is called every 0.25 s meanwhile. Orthanc's threads that were not
+    in tids_before_training (a thread_cpu() snapshot) are counted as the training run's."""
+    routes = ["GET /comcl/studies/{id}", "GET /comcl/status", "GET /studies/{id}"]
+    paths = ["/comcl/studies/%s", "/comcl/status", "/studies/%s"]
+    base = "http://127.0.0.1:%d" % orthanc.http
+    results = [{r: {"ms": [], "errors": {}} for r in routes} for _ in range(clients)]
+    start_barrier = threading.Barrier(clients + 1)
+    window = {}
+
+    def client(k):
+        rng = random.Random(seed * 1000 + k)
+        mine = results[k]
+        turn = k % len(routes)
+        start_barrier.wait()
+        deadline = window["end"]
+        while time.monotonic() < deadline:
+            route, path = routes[turn], paths[turn]
+            turn = (turn + 1) % len(routes)
+            if "%s" in path:
+                path = path % rng.choice(study_ids)
+            t0 = time.perf_counter()
+            error = None
+            try:
+                with urllib.request.urlopen(base + path, timeout=30) as answer:
+                    answer.read()
+                    if answer.status != 200:
+                        error = str(answer.status)
+            except urllib.error.HTTPError as e:
+                error = str(e.code)
+            except Exception as e:  # timeouts, refused connections: counted, not fatal
+                error = type(e).__name__
+            ms = (time.perf_counter() - t0) * 1000.0
+            if error is None:
+                mine[route]["ms"].append(ms)
+            else:
+                mine[route]["errors"][error] = mine[route]["errors"].get(error, 0) + 1
+            if think > 0:
+                time.sleep(think)
+
+    threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(clients)]
+    for t in threads:
+        t.start()
+    cpu_before, own_before = thread_cpu(orthanc.proc.pid), os.times()
+    window["end"] = time.monotonic() + seconds
+    t_start = time.monotonic()
+    start_barrier.wait()
+    while any(t.is_alive() for t in threads) and time.monotonic() < t_start + seconds + 60:
+        if sample and time.monotonic() < window["end"]:
+            sample()
+        time.sleep(0.25)
+    elapsed = time.monotonic() - t_start
+    cpu_after, own_after = thread_cpu(orthanc.proc.pid), os.times()
+    merged = {}
+    for r in routes:
+        ms = [x for res in results for x in res[r]["ms"]]
+        errors = {}
+        for res in results:
+            for kind, n in res[r]["errors"].items():
+                errors[kind] = errors.get(kind, 0) + n
+        merged[r] = {"ms": ms, "errors": errors}
+    training_tids = set() if tids_before_training is None else set(cpu_after) - set(tids_before_training)
+    orthanc_cpu = cpu_delta(cpu_before, cpu_after, training_tids)
+    cpu = {"orthancSeconds": round(sum(orthanc_cpu.values()), 2), "orthancByThread": orthanc_cpu,
+           "clientSeconds": round((own_after.user + own_after.system) - (own_before.user + own_before.system), 2),
+           "windowSeconds": round(elapsed, 2), "loadavg": os.getloadavg()}
+    return merged, elapsed, cpu
+
+
+def rest_records(phase, merged, elapsed, clients, extra):
+    records = []
+    for route, data in merged.items():
+        ms = data["ms"]
+        errors = sum(data["errors"].values())
+        record = {"figure": "rest", "phase": phase, "route": route, "clients": clients,
+                  "seconds": round(elapsed, 2), "requests": len(ms) + errors, "errors": errors,
+                  "errorKinds": data["errors"], "throughput": (len(ms) + errors) / elapsed,
+                  "p50": pct(ms, 0.5), "p95": pct(ms, 0.95), "p99": pct(ms, 0.99),
+                  "max": max(ms) if ms else None, "mean": statistics.mean(ms) if ms else None}
+        record.update(extra)
+        records.append(record)
+    return records
+
+
+def job(orthanc, job_id):
+    return orthanc.get("/jobs/" + job_id)
+
+
+def figure_rest(args):
+    source, files, labels = rest_archive(args)
+    study_ids = sorted(labels)
+    log("rest: %s, %d files, %d studies" % (source, len(files), len(study_ids)))
+    comcl = dict(args.comcl_config)
+    comcl.update({"Labels": {"icu": "binary"}, "ImageSize": args.rest_image_size})
+    orthanc = Orthanc("rest", args.plugin, args.stable_age, comcl)
+    records = []
+    try:
+        store_seconds = orthanc.storescu(files)
+        if not wait_until(lambda: indexed_all(orthanc, len(files)), 600, 0.5):
+            raise RuntimeError("comcl did not index %d instances; status %s; log: %s"
+                               % (len(files), orthanc.status(), orthanc.log_path))
+        rows = [{"StudyInstanceUID": uid, "Labels": {"icu": value}} for uid, value in labels.values()]
+        answer = orthanc.post("/comcl/labels", rows)
+        if answer.get("Problems") or answer.get("Stored") != len(rows):
+            raise RuntimeError("POST /comcl/labels: %s" % json.dumps(answer)[:2000])
+
+        def all_annotated():
+            if orthanc.status()["StudiesAnnotated"] < len(study_ids):
+                return None
+            answers = [orthanc.get_or_none("/comcl/studies/" + sid) for sid in study_ids]
+            return all(a and a.get("Annotated") for a in answers)
+
+        if not wait_until(all_annotated, args.stable_age + 300, 1.0):
+            raise RuntimeError("not every study was annotated; log: " + orthanc.log_path)
+        status = orthanc.status()
+        report_bytes = len(json.dumps(orthanc.get("/comcl/studies/" + study_ids[0])))
+        status_bytes = len(json.dumps(status))
+        common = {"archive": source, "studies": len(study_ids), "instances": status["Instances"],
+                  "nice": os.nice(0), "thinkMs": args.rest_think_ms,
+                  "answerJsonBytes": {"GET /comcl/studies/{id}": report_bytes, "GET /comcl/status": status_bytes}}
+        log("rest: %d instances stored in %.1f s, indexed, labelled, annotated" % (len(files), store_seconds))
+
+        # phase 1: no training
+        merged, elapsed, cpu = rest_load(orthanc, study_ids, args.rest_clients, args.rest_seconds, 1,
+                                        args.rest_think_ms / 1000.0)
+        phase = rest_records("idle", merged, elapsed, args.rest_clients, dict(common, cpu=cpu))
+        for r in phase:
+            emit(r)
+        records += phase
+
+        # phase 2: the same load while a training run pre-trains
+        body = json.loads(args.rest_train_body)
+        tids_before_training = thread_cpu(orthanc.proc.pid)
+        started = orthanc.post("/comcl/train", body)
+        job_id = started["ID"]
+        log("rest: training job %s (run %s) started with %s" % (job_id, started.get("RunId"), json.dumps(body)))
+        try:
+            def pretraining():
+                j = job(orthanc, job_id)
+                if j["State"] not in ("Pending", "Running"):
+                    raise RuntimeError("training job ended before pre-training: %s; run: %s"
+                                       % (json.dumps(j)[:1000], orthanc.get("/comcl/runs/%s" % started["RunId"])))
+                content = j.get("Content") or {}
+                return content if content.get("Stage") == "pre-train" and content.get("ImagesPerSecond") else None
+
+            t0 = time.monotonic()
+            at_start = wait_until(pretraining, args.rest_train_wait, 0.5)
+            if not at_start:
+                raise RuntimeError("the training job did not report pre-training images/s within %d s: %s"
+                                   % (args.rest_train_wait, json.dumps(job(orthanc, job_id))[:1000]))
+            log("rest: pre-training after %.1f s (epoch %s, %.1f images/s); load starts"
+                % (time.monotonic() - t0, at_start.get("Epoch"), at_start["ImagesPerSecond"]))
+            # the job reports after each pre-training step (Loss: the last step's); count the reports seen
+            reports = []
+
+            def sample():
+                content = job(orthanc, job_id).get("Content") or {}
+                key = (content.get("Stage"), content.get("Epoch"), content.get("Loss"))
+                if not reports or reports[-1] != key:
+                    reports.append(key)
+
+            sample()
+            merged, elapsed, cpu = rest_load(orthanc, study_ids, args.rest_clients, args.rest_seconds, 2,
+                                            args.rest_think_ms / 1000.0, sample, tids_before_training)
+            steps = len(reports) - 1
+            at_end_job = job(orthanc, job_id)
+            at_end = at_end_job.get("Content") or {}
+            training = {"trainBody": body, "jobStateAtEnd": at_end_job["State"],
+                        "imagesPerSecondAtStart": at_start.get("ImagesPerSecond"),
+                        "imagesPerSecondAtEnd": at_end.get("ImagesPerSecond"),
+                        "epochAtStart": at_start.get("Epoch"), "epochAtEnd": at_end.get("Epoch"),
+                        "stepsSeenInWindow": steps,
+                        "imagesPerSecondInWindow": steps * body.get("BatchSize", 32) / elapsed,
+                        "stageAtEnd": at_end.get("Stage")}
+            phase = rest_records("training", merged, elapsed, args.rest_clients, dict(common, cpu=cpu, **training))
+            for r in phase:
+                emit(r)
+            records += phase
+        finally:
+            try:
+                orthanc.post("/jobs/%s/cancel" % job_id, b"")
+            except urllib.error.HTTPError as e:  # already finished
+                log("rest: cancel job %s: HTTP %d" % (job_id, e.code))
+            left = wait_until(lambda: job(orthanc, job_id)["State"] not in ("Pending", "Running"), 120, 0.5)
+            final = job(orthanc, job_id)
+            log("rest: training job %s %s (%s)" % (job_id, final["State"], "stopped" if left else "still running"))
+        emit({"figure": "rest-log", "log": orthanc.log_summary()})
+    finally:
+        orthanc.stop()
+        subprocess.run(["rm", "-rf", orthanc.storage], check=True)
+    log("")
+    log("%-9s %-24s %8s %8s %8s %8s %7s %6s %8s  %s" % ("phase", "route", "p50 ms", "p95 ms", "p99 ms", "max ms",
+                                                       "req", "err", "req/s", "images/s job start/end, window"))
+    for r in records:
+        ips = ("%.1f/%.1f, %.1f" % (r["imagesPerSecondAtStart"] or 0, r["imagesPerSecondAtEnd"] or 0,
+                                    r["imagesPerSecondInWindow"]) if r["phase"] == "training" else "")
+        log("%-9s %-24s %8.1f %8.1f %8.1f %8.1f %7d %6d %8.1f  %s" % (
+            r["phase"], r["route"], r["p50"] or 0, r["p95"] or 0, r["p99"] or 0, r["max"] or 0, r["requests"],
+            r["errors"], r["throughput"], ips))
+    for phase in ("idle", "training"):
+        cpu = next((r["cpu"] for r in records if r["phase"] == phase), None)
+        if cpu:
+            top = ", ".join("%s %.1f" % kv for kv in cpu["orthancByThread"].items())
+            log("%s: %.1f s window, Orthanc CPU %.1f s (%s), client CPU %.1f s" % (
+                phase, cpu["windowSeconds"], cpu["orthancSeconds"], top, cpu["clientSeconds"]))
+
+
 def main():
     global WORK
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--build", required=True, help="build folder (plugin/libOrthancComcl.so, tools/comcl/comcl)")
     parser.add_argument("--work", required=True, help="scratch folder under /tmp")
-    parser.add_argument("--figures", nargs="+", default=["ingest", "lag", "memory"])
+    parser.add_argument("--figures", nargs="+", default=["ingest", "lag", "memory"],
+                        choices=["ingest", "lag", "memory", "rest"])
     parser.add_argument("--runs", type=int, default=3, help="ingest: runs of each variant, interleaved")
     parser.add_argument("--ingest-patients", type=int, default=1000, help="x2 views = instances")
     parser.add_argument("--ingest-rows", type=int, default=512)
@@ -421,6 +737,18 @@ def main():
     parser.add_argument("--memory-patients", type=int, default=2500, help="x2 studies x2 views = instances")
     parser.add_argument("--memory-order", nargs="+", default=["without", "with"])
     parser.add_argument("--memory-parallel", type=int, default=4, help="concurrent storescu processes")
+    parser.add_argument("--rest-data", default="/work/shared/data/mhh_covid_cxr",
+                        help="rest: folder with manifest.csv (dicom_file, label_icu_ever) and the DICOM files")
+    parser.add_argument("--rest-seconds", type=float, default=30, help="rest: length of each phase's load (s)")
+    parser.add_argument("--rest-clients", type=int, default=20, help="rest: concurrent client threads")
+    parser.add_argument("--rest-think-ms", type=float, default=0,
+                        help="rest: each client's pause after an answer (0: back to back, the worst case)")
+    parser.add_argument("--rest-image-size", type=int, default=128, help="rest: Comcl.ImageSize (image cache)")
+    parser.add_argument("--rest-train-body", default=json.dumps(
+        {"Method": "medaug", "Epochs": 200, "ImageSize": 64, "BatchSize": 32, "Device": "cpu"}),
+                        help="rest: JSON body of POST /comcl/train")
+    parser.add_argument("--rest-train-wait", type=int, default=300,
+                        help="rest: at most this long (s) for the job to report pre-training images/s")
     parser.add_argument("--stable-age", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--catch-up-interval", type=int, default=5)
@@ -445,7 +773,8 @@ def main():
           "comclConfig": args.comcl_config, "stableAge": args.stable_age, "started": utc_now().isoformat()})
     try:
         for figure in args.figures:
-            {"ingest": figure_ingest, "lag": figure_lag, "memory": figure_memory}[figure](args)
+            {"ingest": figure_ingest, "lag": figure_lag, "memory": figure_memory,
+             "rest": figure_rest}[figure](args)
     finally:
         stop_all()
 

@@ -5,7 +5,9 @@
 #
 # FIGURE: scoring (bench_scoring: end to end vs bare forward), ingest (C-STORE without vs with the plugin),
 # lag (stable study -> annotated), memory (VmHWM after 10,000 instances); default: all four, in this order.
-# Needs Orthanc 1.10.1 and DCMTK's storescu on PATH, and BUILD_DIR built with
+# rest (REST latency of the read routes with 20 clients, idle and under a training run; issue 6) is run only
+# when named; it stores the MHH films of /work/shared/data/mhh_covid_cxr (COMCL_BENCH_ARGS="--rest-data DIR").
+# Needs Orthanc 1.10.1 and DCMTK's storescu (rest: also dcmdump) on PATH, and BUILD_DIR built with
 #   cmake --build BUILD_DIR --target comcl_plugin comcl bench_scoring
 # Scratch data go to $COMCL_BENCH_WORK (default /tmp/comcl-plugin-bench); synthetic archives are kept there
 # and reused, Orthanc storage folders are removed after each run. Results: one JSON line per measurement
@@ -15,7 +17,7 @@
 set -euo pipefail
 
 if [[ $# -lt 1 ]]; then
-  sed -n '2,14p' "$0" >&2
+  sed -n '2,16p' "$0" >&2
   exit 2
 fi
 build=$(cd "$1" && pwd)
@@ -57,7 +59,7 @@ echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) nproc=$(nproc) cpu=\"$(grep -m1 'model na
 orthanc_figures=()
 for figure in "${figures[@]}"; do
   case "$figure" in
-    ingest | lag | memory) orthanc_figures+=("$figure") ;;
+    ingest | lag | memory | rest) orthanc_figures+=("$figure") ;;
     scoring)
       [[ -x "$build/bench/bench_scoring" ]] || { echo "missing $build/bench/bench_scoring" >&2; exit 1; }
       rm -rf "$work/scoring"
@@ -65,7 +67,7 @@ for figure in "${figures[@]}"; do
       "$build/bench/bench_scoring" --work "$work/scoring" ${COMCL_SCORING_ARGS:-} | tee "$work/scoring.jsonl"
       rm -rf "$work/scoring"
       ;;
-    *) echo "unknown figure $figure (ingest, lag, scoring, memory)" >&2; exit 2 ;;
+    *) echo "unknown figure $figure (ingest, lag, scoring, memory, rest)" >&2; exit 2 ;;
   esac
 done
 
