@@ -229,12 +229,31 @@ OrthancPluginErrorCode serveStudyLabels(OrthancPluginRestOutput* output, const c
       return;
     }
     requirePrivileged(req, "label studies");
-    const nlohmann::json body = jsonBody(req, "the body must be JSON: {\"Labels\": {\"name\": value, ...}}");
-    if (!body.is_object() || !body.contains("Labels") || body.size() != 1)
-      throw HttpError(400, "the body must be {\"Labels\": {\"name\": value, ...}}");
-    const nlohmann::json result = engine->labels().put(*uid, body.at("Labels"), labelSource(req));
-    if (result.at("Stored") == 0 && !result.at("Problems").empty())
-      throw HttpError(400, "no label stored: " + result.at("Problems")[0].get<std::string>());
+    const std::string shape =
+        "the body must be {\"Labels\": {\"name\": value, ...}} and/or {\"Boxes\": [{\"SOPInstanceUID\", "
+        "\"Finding\", \"Box\": [x0, y0, x1, y1]}, ...]}";
+    const nlohmann::json body = jsonBody(req, shape);
+    if (!body.is_object() || body.empty())
+      throw HttpError(400, shape);
+    for (const auto& item : body.items()) {
+      if (item.key() != "Labels" && item.key() != "Boxes")
+        throw HttpError(400, "unknown field '" + item.key() + "': " + shape);
+    }
+    nlohmann::json result = {{"StudyInstanceUID", *uid}, {"Stored", 0}, {"BoxesStored", 0}};
+    nlohmann::json problems = nlohmann::json::array();
+    if (body.contains("Labels")) {
+      const nlohmann::json labels = engine->labels().put(*uid, body.at("Labels"), labelSource(req));
+      result["Stored"] = labels.at("Stored");
+      problems.insert(problems.end(), labels.at("Problems").begin(), labels.at("Problems").end());
+    }
+    if (body.contains("Boxes")) {
+      const nlohmann::json boxes = engine->labels().putBoxes(*uid, body.at("Boxes"), labelSource(req));
+      result["BoxesStored"] = boxes.at("Stored");
+      problems.insert(problems.end(), boxes.at("Problems").begin(), boxes.at("Problems").end());
+    }
+    result["Problems"] = problems;
+    if (result.at("Stored") == 0 && result.at("BoxesStored") == 0 && !problems.empty())
+      throw HttpError(400, "nothing stored: " + problems[0].get<std::string>());
     answerJson(out, result);
   });
 }

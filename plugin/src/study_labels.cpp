@@ -1,5 +1,6 @@
 #include "study_labels.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <set>
@@ -72,6 +73,82 @@ std::vector<storage::LabelRecord> StudyLabels::checked(const std::string& studyI
   return records;
 }
 
+std::vector<storage::LesionBoxRecord> StudyLabels::checkedBoxes(const std::string& studyInstanceUid,
+                                                                const nlohmann::json& boxes,
+                                                                const std::string& source,
+                                                                std::vector<std::string>& problems) const {
+  std::vector<storage::LesionBoxRecord> records;
+  if (!boxes.is_array()) {
+    problems.push_back(std::string("Boxes must be a JSON array of {\"SOPInstanceUID\", \"Finding\", \"Box\": "
+                                   "[x0, y0, x1, y1]}, not ") +
+                       boxes.type_name());
+    return records;
+  }
+  const std::vector<storage::InstanceRecord> instances = index_.instancesOfStudy(studyInstanceUid);
+  for (std::size_t i = 0; i < boxes.size(); ++i) {
+    const nlohmann::json& box = boxes[i];
+    const std::string where = "box " + std::to_string(i + 1) + ": ";
+    if (!box.is_object() || !box.contains("SOPInstanceUID") || !box.at("SOPInstanceUID").is_string() ||
+        !box.contains("Finding") || !box.at("Finding").is_string() || !box.contains("Box")) {
+      problems.push_back(where + "needs \"SOPInstanceUID\", \"Finding\" and \"Box\": [x0, y0, x1, y1]");
+      continue;
+    }
+    const std::string sop = box.at("SOPInstanceUID").get<std::string>();
+    const std::string finding = box.at("Finding").get<std::string>();
+    const auto instance = std::find_if(instances.begin(), instances.end(),
+                                       [&](const auto& row) { return row.sopInstanceUid == sop; });
+    if (instance == instances.end()) {
+      problems.push_back(where + "the study has no image with SOPInstanceUID " + sop);
+      continue;
+    }
+    const auto declared = labels_.find(finding);
+    if (declared == labels_.end() || declared->second != 2) {
+      problems.push_back(where + "finding '" + finding + "' is not declared as binary in Comcl.Labels");
+      continue;
+    }
+    const nlohmann::json& corners = box.at("Box");
+    const bool numbers = corners.is_array() && corners.size() == 4 &&
+                         std::all_of(corners.begin(), corners.end(), [](const nlohmann::json& v) {
+                           return v.is_number() && std::isfinite(v.get<double>());
+                         });
+    if (!numbers) {
+      problems.push_back(where + "Box must be [x0, y0, x1, y1] (numbers), not " + corners.dump());
+      continue;
+    }
+    storage::LesionBoxRecord record;
+    record.resourceId = instance->resourceId;
+    record.finding = finding;
+    record.x0 = corners[0].get<double>();
+    record.y0 = corners[1].get<double>();
+    record.x1 = corners[2].get<double>();
+    record.y1 = corners[3].get<double>();
+    record.source = source;
+    if (box.contains("Confidence"))
+      record.confidence = box.at("Confidence").is_number() ? box.at("Confidence").get<double>() : -1;
+    const bool inside = record.x0 >= 0 && record.y0 >= 0 && record.x1 > record.x0 && record.y1 > record.y0 &&
+                        record.x1 <= instance->cols && record.y1 <= instance->rows;
+    if (!inside || !(record.confidence >= 0 && record.confidence <= 1)) {
+      problems.push_back(where + "the box must lie inside the " + std::to_string(instance->cols) + " x " +
+                         std::to_string(instance->rows) +
+                         " image (original pixels, x0 < x1, y0 < y1) with a Confidence from 0 to 1, not " +
+                         box.dump());
+      continue;
+    }
+    records.push_back(std::move(record));
+  }
+  return records;
+}
+
+nlohmann::json StudyLabels::putBoxes(const std::string& studyInstanceUid, const nlohmann::json& boxes,
+                                     const std::string& source) {
+  std::vector<std::string> problems;
+  const std::vector<storage::LesionBoxRecord> records =
+      checkedBoxes(studyInstanceUid, boxes, source, problems);
+  if (!records.empty())
+    index_.putLesionBoxes(records);
+  return {{"StudyInstanceUID", studyInstanceUid}, {"Stored", records.size()}, {"Problems", problems}};
+}
+
 nlohmann::json StudyLabels::put(const std::string& studyInstanceUid, const nlohmann::json& labels,
                                 const std::string& source) {
   std::vector<std::string> problems;
@@ -85,7 +162,24 @@ nlohmann::json StudyLabels::get(const std::string& studyInstanceUid) {
   nlohmann::json labels = nlohmann::json::object();
   for (const storage::LabelRecord& label : index_.labels("study", studyInstanceUid))
     labels[label.finding] = {{"Value", label.value}, {"Source", label.source}};
-  return {{"StudyInstanceUID", studyInstanceUid}, {"Labels", labels}};
+  std::map<std::int64_t, std::string> sopOfRow;
+  for (const storage::InstanceRecord& instance : index_.instancesOfStudy(studyInstanceUid))
+    sopOfRow[instance.id] = instance.sopInstanceUid;
+  nlohmann::json boxes = nlohmann::json::array();
+  for (const auto& [finding, grades] : labels_) {
+    if (grades != 2)
+      continue;
+    for (const storage::LesionBoxRecord& box : index_.lesionBoxes(finding)) {
+      const auto sop = sopOfRow.find(box.instanceId);
+      if (sop != sopOfRow.end())
+        boxes.push_back({{"SOPInstanceUID", sop->second},
+                         {"Finding", box.finding},
+                         {"Box", {box.x0, box.y0, box.x1, box.y1}},
+                         {"Confidence", box.confidence},
+                         {"Source", box.source}});
+    }
+  }
+  return {{"StudyInstanceUID", studyInstanceUid}, {"Labels", labels}, {"Boxes", boxes}};
 }
 
 std::string StudyLabels::resolveStudy(const nlohmann::json& row, std::string& problem) {
@@ -133,12 +227,13 @@ std::string StudyLabels::resolveStudy(const nlohmann::json& row, std::string& pr
 }
 
 void StudyLabels::importRow(const nlohmann::json& row, std::size_t number, const std::string& source,
-                            std::vector<storage::LabelRecord>& records, nlohmann::json& problems) {
+                            std::vector<storage::LabelRecord>& records,
+                            std::vector<storage::LesionBoxRecord>& boxes, nlohmann::json& problems) {
   const auto report = [&](const std::string& message) {
     problems.push_back({{"Row", number}, {"Message", message}});
   };
-  if (!row.is_object() || !row.contains("Labels")) {
-    report("a row is a JSON object with the study and \"Labels\"");
+  if (!row.is_object() || (!row.contains("Labels") && !row.contains("Boxes"))) {
+    report("a row is a JSON object with the study and \"Labels\" (and/or lesion \"Boxes\")");
     return;
   }
   std::string problem;
@@ -147,10 +242,16 @@ void StudyLabels::importRow(const nlohmann::json& row, std::size_t number, const
     report(problem);
     return;
   }
-  std::vector<std::string> labelProblems;
-  for (storage::LabelRecord& record : checked(study, row.at("Labels"), source, labelProblems))
-    records.push_back(std::move(record));
-  for (const std::string& message : labelProblems)
+  std::vector<std::string> rowProblems;
+  if (row.contains("Labels")) {
+    for (storage::LabelRecord& record : checked(study, row.at("Labels"), source, rowProblems))
+      records.push_back(std::move(record));
+  }
+  if (row.contains("Boxes")) {
+    for (storage::LesionBoxRecord& box : checkedBoxes(study, row.at("Boxes"), source, rowProblems))
+      boxes.push_back(std::move(box));
+  }
+  for (const std::string& message : rowProblems)
     report(message);
 }
 
@@ -160,11 +261,17 @@ nlohmann::json StudyLabels::importRows(const nlohmann::json& rows, const std::st
                                 rows.type_name());
   nlohmann::json problems = nlohmann::json::array();
   std::vector<storage::LabelRecord> records;
+  std::vector<storage::LesionBoxRecord> boxes;
   for (std::size_t i = 0; i < rows.size(); ++i)
-    importRow(rows[i], i + 1, source, records, problems);
+    importRow(rows[i], i + 1, source, records, boxes, problems);
   if (!records.empty())
     index_.putLabels(records);  // one transaction for the valid labels of every row
-  return {{"Rows", rows.size()}, {"Stored", records.size()}, {"Problems", problems}};
+  if (!boxes.empty())
+    index_.putLesionBoxes(boxes);  // and one for their boxes (each checked against its image already)
+  return {{"Rows", rows.size()},
+          {"Stored", records.size()},
+          {"BoxesStored", boxes.size()},
+          {"Problems", problems}};
 }
 
 nlohmann::json StudyLabels::importCsv(std::string_view text, const std::string& source) {
@@ -196,7 +303,8 @@ nlohmann::json StudyLabels::importCsv(std::string_view text, const std::string& 
         row["Labels"][name] = end != nullptr && *end == '\0' ? nlohmann::json(value) : nlohmann::json(cell);
       }
     }
-    importRow(row, record.row, source, records, problems);
+    std::vector<storage::LesionBoxRecord> noBoxes;  // CSV rows carry labels only
+    importRow(row, record.row, source, records, noBoxes, problems);
   }
   if (!records.empty())
     index_.putLabels(records);

@@ -33,13 +33,20 @@ class StudyLabels {
   // Returns {"StudyInstanceUID", "Stored": n, "Problems": ["...", ...]}.
   nlohmann::json put(const std::string& studyInstanceUid, const nlohmann::json& labels,
                      const std::string& source);
-  // {"StudyInstanceUID", "Labels": {"name": {"Value": v, "Source": "..."}}}.
+  // Lesion boxes on images of the study (CoMCL crops its lesion patches around them): [{"SOPInstanceUID",
+  // "Finding" (a declared binary label), "Box": [x0, y0, x1, y1] in the original image's pixels,
+  // "Confidence" (optional, 0..1, default 1)}]. Checked one by one like labels; the valid ones replace the
+  // boxes this source gave before for the same image and finding. Returns {"StudyInstanceUID", "Stored",
+  // "Problems"}.
+  nlohmann::json putBoxes(const std::string& studyInstanceUid, const nlohmann::json& boxes,
+                          const std::string& source);
+  // {"StudyInstanceUID", "Labels": {"name": {"Value": v, "Source": "..."}}, "Boxes": [{..., "Source"}]}.
   nlohmann::json get(const std::string& studyInstanceUid);
   // Bulk: an array of rows {"StudyInstanceUID": uid}, {"AccessionNumber": n} or {"PatientID": id,
-  // "StudyDate": "YYYYMMDD"}, each with "Labels": {...}. Rows are independent: an unknown or ambiguous study,
-  // a malformed row or a bad label is reported with its row number (1-based) and the valid labels of every
-  // row are kept. Returns
-  // {"Rows": n, "Stored": labels stored, "Problems": [{"Row": r, "Message": "..."}, ...]}.
+  // "StudyDate": "YYYYMMDD"}, each with "Labels": {...} and/or lesion "Boxes": [...] (as putBoxes). Rows are
+  // independent: an unknown or ambiguous study, a malformed row, a bad label or box is reported with its row
+  // number (1-based) and the valid labels and boxes of every row are kept. Returns {"Rows": n, "Stored":
+  // labels stored, "BoxesStored": boxes stored, "Problems": [{"Row": r, "Message": "..."}, ...]}.
   nlohmann::json importRows(const nlohmann::json& rows, const std::string& source);
   // The same from CSV: a header with the study's columns (StudyInstanceUID, AccessionNumber, or PatientID and
   // StudyDate) and one column per label; an empty cell gives no label. Rows are numbered as data rows
@@ -50,7 +57,12 @@ class StudyLabels {
   // The study a bulk row names, or the reason it names none.
   std::string resolveStudy(const nlohmann::json& row, std::string& problem);
   void importRow(const nlohmann::json& row, std::size_t number, const std::string& source,
-                 std::vector<storage::LabelRecord>& records, nlohmann::json& problems);
+                 std::vector<storage::LabelRecord>& records, std::vector<storage::LesionBoxRecord>& boxes,
+                 nlohmann::json& problems);
+  // Valid lesion boxes of `boxes` (on images of the study, for declared binary findings); problems appended.
+  std::vector<storage::LesionBoxRecord> checkedBoxes(const std::string& studyInstanceUid,
+                                                     const nlohmann::json& boxes, const std::string& source,
+                                                     std::vector<std::string>& problems) const;
   // Valid labels of `labels` as records for the study; problems appended.
   std::vector<storage::LabelRecord> checked(const std::string& studyInstanceUid, const nlohmann::json& labels,
                                             const std::string& source,

@@ -8,6 +8,7 @@
 #include "comcl/training/comcl_views.h"
 #include "comcl/training/dataset.h"
 #include "comcl/training/evaluation.h"
+#include "comcl/training/lesions.h"
 #include "comcl/training/pairs.h"
 #include "comcl/training/pretrain.h"
 
@@ -39,6 +40,40 @@ double secondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+// CoMCL's lesion and healthy images (training patients only) and the boxes its lesion patches are cut around.
+training::ComclRoles comclRoles(const TrainRequest& request, storage::Index& index,
+                                const training::TrainingSet& set, const storage::ImageCache& cache,
+                                const std::map<std::string, std::string>& split,
+                                const std::atomic<bool>* cancel, nlohmann::json& summary) {
+  std::string source = request.lesionSource;
+  if (source == "auto")
+    source = index.lesionBoxes(request.lesionLabel).empty() ? "none" : "stored";
+  summary = {{"Label", request.lesionLabel}, {"Source", source}};
+  if (source == "none") {
+    training::ComclRoles roles = training::comclRolesFromLabels(set, request.lesionLabel, &split);
+    roles.validate(set.size());
+    summary["LesionImages"] = roles.lesionImages.size();
+    summary["HealthyImages"] = roles.healthyImages.size();
+    return roles;
+  }
+  training::LesionConfig config;
+  config.label = request.lesionLabel;
+  config.source = training::lesionSourceKindFromString(source);
+  config.device = request.device;
+  config.seed = request.seed;
+  config.validate();
+  const training::LesionProposals proposals = training::proposeLesions(index, set, cache, config, {}, cancel);
+  summary["LesionImages"] = proposals.lesionImages.size();
+  summary["HealthyImages"] = proposals.healthyImages.size();
+  summary["BoxesProposed"] = proposals.proposed;
+  summary["BoxesKept"] = proposals.kept;
+  summary["BoxesDropped"] = proposals.dropped;
+  summary["LesionImagesWithoutBox"] = proposals.lesionImagesWithoutBox;
+  training::ComclRoles roles = training::toComclRoles(proposals);
+  roles.validate(set.size());
+  return roles;
+}
+
 }  // namespace
 
 TrainRequest TrainRequest::fromJson(const nlohmann::json& body, const LabelSet& declared) {
@@ -68,6 +103,11 @@ TrainRequest TrainRequest::fromJson(const nlohmann::json& body, const LabelSet& 
         r.labels.push_back(stringField(label, "each of Labels"));
     } else if (key == "LesionLabel") {
       r.lesionLabel = stringField(value, key);
+    } else if (key == "LesionSource") {
+      r.lesionSource = stringField(value, key);
+      if (r.lesionSource != "auto" && r.lesionSource != "stored" && r.lesionSource != "cam" &&
+          r.lesionSource != "none")
+        throw std::invalid_argument("LesionSource must be auto, stored, cam or none, not " + r.lesionSource);
     } else if (key == "Device") {
       r.device = stringField(value, key);
     } else if (key == "Seed") {
@@ -75,7 +115,7 @@ TrainRequest TrainRequest::fromJson(const nlohmann::json& body, const LabelSet& 
     } else {
       throw std::invalid_argument("unknown field '" + key +
                                   "' (known: Method, Strategy, Epochs, ImageSize, BatchSize, Labels, "
-                                  "LesionLabel, Device, Seed)");
+                                  "LesionLabel, LesionSource, Device, Seed)");
     }
   }
   if (r.labels.empty()) {
@@ -98,9 +138,11 @@ TrainRequest TrainRequest::fromJson(const nlohmann::json& body, const LabelSet& 
 }
 
 nlohmann::json TrainRequest::toJson() const {
-  return {{"Method", method},           {"Strategy", strategy},   {"Epochs", epochs},
-          {"ImageSize", imageSize},     {"BatchSize", batchSize}, {"Labels", labels},
-          {"LesionLabel", lesionLabel}, {"Device", device},       {"Seed", seed},
+  return {{"Method", method},           {"Strategy", strategy},
+          {"Epochs", epochs},           {"ImageSize", imageSize},
+          {"BatchSize", batchSize},     {"Labels", labels},
+          {"LesionLabel", lesionLabel}, {"LesionSource", lesionSource},
+          {"Device", device},           {"Seed", seed},
           {"RequestedBy", requestedBy}};
 }
 
@@ -148,8 +190,11 @@ TrainOutcome runTraining(const TrainRequest& request, storage::Index& index, con
       config.pairs = training::PairStrategy::parse(request.strategy);
     config.moco.queueSize = config.queueSizeFor(set.size());
     training::ComclRoles roles;
-    if (request.method == "comcl")
-      roles = training::comclRolesFromLabels(set, request.lesionLabel, &split);
+    if (request.method == "comcl") {
+      report({"lesions", 0.03});
+      roles = comclRoles(request, index, set, cache, split, cancel, outcome.lesions);
+      checkCancel();
+    }
     training::Pretrainer trainer(set, cache, config, runDirectory, roles);
     const training::PretrainResult result = trainer.run(
         [&](const training::PretrainProgress& p) {

@@ -25,19 +25,23 @@ struct TrainRequest {
   int batchSize = 16;
   std::vector<std::string> labels;  // findings the model scores; empty: every declared binary label
   std::string lesionLabel;          // comcl: lesion images are its positives; empty: the first label
+  // comcl: where the lesion boxes come from: "stored" (given with the labels), "cam" (class-activation maps
+  // of a supervised network), "none" (random windows); "auto": stored when the lesion label has boxes, else
+  // none.
+  std::string lesionSource = "auto";
   std::string device = "auto";
   std::uint64_t seed = 0;
   std::string requestedBy;  // the user who asked ("" without one)
 
   // The POST body: every field optional ("Method", "Strategy", "Epochs", "ImageSize", "BatchSize",
-  // "Labels", "LesionLabel", "Device", "Seed"). Throws std::invalid_argument naming the field for an unknown
-  // field, a wrong type, a value out of range or a label not declared as binary in `declared`.
+  // "Labels", "LesionLabel", "LesionSource", "Device", "Seed"). Throws std::invalid_argument naming the field
+  // for an unknown field, a wrong type, a value out of range or a label not declared as binary in `declared`.
   static TrainRequest fromJson(const nlohmann::json& body, const LabelSet& declared);
   nlohmann::json toJson() const;
 };
 
 struct TrainProgress {
-  std::string stage;    // snapshot | pre-train | heads | register
+  std::string stage;    // snapshot | lesions (comcl) | pre-train | heads | register
   double fraction = 0;  // of the whole run, 0..1
   int epoch = 0, epochs = 0;
   double loss = 0;       // of the last step
@@ -52,6 +56,9 @@ struct TrainOutcome {
   nlohmann::json stageSeconds = nlohmann::json::object();
   std::vector<double> epochLosses;  // pre-training's mean loss per epoch (none for supervised-only)
   double imagesPerSecond = 0;       // pre-training's throughput
+  // comcl: {"Label", "Source", "LesionImages", "HealthyImages"} and, with boxes, "BoxesProposed",
+  // "BoxesKept", "BoxesDropped" (reason -> count), "LesionImagesWithoutBox"; null for the other methods.
+  nlohmann::json lesions;
 };
 
 // Runs the whole training. `runDirectory` holds the pre-training checkpoints (a rerun resumes them). Throws

@@ -262,6 +262,8 @@ void TrainingService::finishSucceeded(BackgroundTask& task, std::int64_t runId, 
   details["Loss"] = outcome.epochLosses;
   details["ImagesPerSecond"] = outcome.imagesPerSecond;
   details["Metrics"] = outcome.metrics;
+  if (!outcome.lesions.is_null())
+    details["Lesions"] = outcome.lesions;
   const std::optional<double> meanAuc = meanHeldOutAuc(outcome.metrics);
   details["MeanHeldOutAuc"] = meanAuc ? nlohmann::json(*meanAuc) : nlohmann::json();
 

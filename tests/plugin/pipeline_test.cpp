@@ -687,10 +687,21 @@ TEST_F(PipelineTest, ModelVersionsAreListedActivatedRolledBackAndDownloaded) {
 TEST_F(PipelineTest, StudiesAreLabelledThroughRest) {
   OrthancProcess orthanc(withPlugin({{"Labels", {{"covid", "binary"}, {"severity", 4}}}}));
   const HttpClient client = orthanc.client();
-  storeByRest(orthanc, mhhFiles(1).front());
+  const std::string instance = storeByRest(orthanc, mhhFiles(1).front());
   const std::string study = studiesOf(orthanc).front();
   ASSERT_TRUE(waitUntil([&] { return client.get("/comcl/studies/" + study + "/labels").status == 200; }))
       << orthanc.log();
+  const json image = client.get("/comcl/instances/" + instance).json();
+  const json box = {
+      {"SOPInstanceUID", image.at("SOPInstanceUID")}, {"Finding", "covid"}, {"Box", {10, 20, 60, 90}}};
+  const HttpResponse boxed = client.put("/comcl/studies/" + study + "/labels", json{{"Boxes", {box}}}.dump());
+  ASSERT_EQ(boxed.status, 200) << boxed.body;
+  EXPECT_EQ(boxed.json().at("BoxesStored"), 1);
+  const json outside = {{"SOPInstanceUID", image.at("SOPInstanceUID")},
+                        {"Finding", "covid"},
+                        {"Box", {0, 0, image.at("Columns").get<int>() + 1, 10}}};
+  EXPECT_EQ(client.put("/comcl/studies/" + study + "/labels", json{{"Boxes", {outside}}}.dump()).status, 400);
+  EXPECT_EQ(client.get("/comcl/studies/" + study + "/labels").json().at("Boxes").size(), 1u);
 
   const HttpResponse put =
       client.put("/comcl/studies/" + study + "/labels", R"({"Labels": {"covid": 1, "edema": 1}})");

@@ -27,6 +27,9 @@ class StudyLabelsTest : public ::testing::Test {
                    const std::string& date, const std::string& accession = "") {
     storage::InstanceRecord row;
     row.accessionNumber = accession;
+    row.sopInstanceUid = "sop-" + id;
+    row.rows = 200;
+    row.cols = 100;
     row.resourceId = id;
     row.patientKey = patient;
     row.studyInstanceUid = study;
@@ -115,6 +118,43 @@ TEST_F(StudyLabelsTest, CsvRowsAreImportedLikeJsonRowsAndReportedByDataRow) {
   EXPECT_FALSE(labels_.get("1.2.2").at("Labels").contains("covid"));
   EXPECT_EQ(labels_.get("1.2.4").at("Labels").at("severity").at("Value"), 2.0);
   EXPECT_THROW(labels_.importCsv("covid,severity\n1,2\n", "x"), std::invalid_argument);
+}
+
+TEST_F(StudyLabelsTest, LesionBoxesAreCheckedAgainstTheirImageAndReadBack) {
+  const nlohmann::json result = labels_.putBoxes("1.2.1", nlohmann::json::parse(R"([
+    {"SOPInstanceUID": "sop-i1", "Finding": "covid", "Box": [10, 20, 40, 60]},
+    {"SOPInstanceUID": "sop-i1", "Finding": "covid", "Box": [50, 150, 100, 200], "Confidence": 0.7},
+    {"SOPInstanceUID": "sop-i2", "Finding": "covid", "Box": [1, 1, 2, 2]},
+    {"SOPInstanceUID": "sop-i1", "Finding": "severity", "Box": [1, 1, 2, 2]},
+    {"SOPInstanceUID": "sop-i1", "Finding": "covid", "Box": [10, 20, 140, 60]},
+    {"SOPInstanceUID": "sop-i1", "Finding": "covid", "Box": [40, 20, 10, 60]},
+    {"SOPInstanceUID": "sop-i1", "Finding": "covid", "Box": [1, 2, 3]},
+    {"SOPInstanceUID": "sop-i1", "Finding": "covid"}])"),
+                                                 "rest:alice");
+  EXPECT_EQ(result.at("Stored"), 2);
+  ASSERT_EQ(result.at("Problems").size(), 6u) << result.dump(2);
+  EXPECT_NE(result.at("Problems")[0].get<std::string>().find("no image with SOPInstanceUID sop-i2"),
+            std::string::npos);  // i2 belongs to another study
+  EXPECT_NE(result.at("Problems")[1].get<std::string>().find("not declared as binary"), std::string::npos);
+  EXPECT_NE(result.at("Problems")[2].get<std::string>().find("100 x 200"), std::string::npos);
+  const nlohmann::json stored = labels_.get("1.2.1").at("Boxes");
+  ASSERT_EQ(stored.size(), 2u);
+  EXPECT_EQ(stored[1].at("Box"), (nlohmann::json{50.0, 150.0, 100.0, 200.0}));
+  EXPECT_EQ(stored[1].at("Confidence"), 0.7);
+  EXPECT_EQ(stored[1].at("Source"), "rest:alice");
+
+  // The same source again replaces its boxes of that image; bulk rows may carry boxes.
+  const nlohmann::json bulk = labels_.importRows(nlohmann::json::parse(R"([
+    {"StudyInstanceUID": "1.2.1", "Boxes": [{"SOPInstanceUID": "sop-i1", "Finding": "covid", "Box": [0, 0, 5, 5]}]},
+    {"StudyInstanceUID": "1.2.2", "Labels": {"covid": 1},
+     "Boxes": [{"SOPInstanceUID": "sop-i1", "Finding": "covid", "Box": [0, 0, 5, 5]}]}])"),
+                                                 "rest:alice");
+  EXPECT_EQ(bulk.at("BoxesStored"), 1);
+  EXPECT_EQ(bulk.at("Stored"), 1);
+  ASSERT_EQ(bulk.at("Problems").size(), 1u);
+  EXPECT_EQ(bulk.at("Problems")[0].at("Row"), 2);
+  EXPECT_EQ(labels_.get("1.2.1").at("Boxes").size(), 1u);
+  EXPECT_EQ(index_.lesionBoxes("covid").size(), 1u);
 }
 
 TEST(LabelSet, IsDeclaredAsBinaryOrGraded) {

@@ -24,7 +24,7 @@ TEST(TrainRequest, FieldsAreOptionalAndCheckedByName) {
        {nlohmann::json{{"Method", "simclr"}}, nlohmann::json{{"Epochs", 0}}, nlohmann::json{{"Epochs", "5"}},
         nlohmann::json{{"Labels", {"grade"}}}, nlohmann::json{{"Labels", {"unknown"}}},
         nlohmann::json{{"Strategy", "same-nothing"}}, nlohmann::json{{"Colour", true}},
-        nlohmann::json::array()})
+        nlohmann::json{{"LesionSource", "detector"}}, nlohmann::json::array()})
     EXPECT_THROW(TrainRequest::fromJson(bad, kLabels), std::invalid_argument) << bad.dump();
   EXPECT_THROW(TrainRequest::fromJson(nlohmann::json::object(), LabelSet{{"grade", 4}}),
                std::invalid_argument);
@@ -68,6 +68,50 @@ TEST_F(TrainingRunTest, ATinyRunRegistersACandidateVersionWithHeldOutMetrics) {
   EXPECT_TRUE(outcome.metrics.at("labels")[0].contains("auc")) << outcome.metrics.dump();
   EXPECT_EQ(outcome.metrics.at("labels")[0].at("testImages"), 16);  // P16..P19, 4 images each
   EXPECT_EQ(archive_.index().splitOf("P19"), "test");
+}
+
+// CoMCL through REST: boxes given with the labels (here on the frontal image of every positive training
+// patient, and one on a held-out patient) are where its lesion patches are cut; "auto" finds them.
+TEST_F(TrainingRunTest, AComclRunCutsItsLesionPatchesAroundTheStoredBoxes) {
+  std::vector<storage::LesionBoxRecord> boxes;
+  for (int p : {1, 3, 5, 7, 9, 11, 13, 17}) {
+    for (const storage::InstanceRecord& row : archive_.index().instancesOfPatient("P" + std::to_string(p))) {
+      if (row.viewPosition == "PA" && row.studyInstanceUid == "S" + std::to_string(p) + ".0")
+        boxes.push_back({0, row.resourceId, "finding", 10, 10, 16, 16, 1, "rest:alice"});
+    }
+  }
+  ASSERT_EQ(boxes.size(), 8u);
+  archive_.index().putLesionBoxes(boxes);
+  TrainRequest request = tiny();
+  request.method = "comcl";
+  request.lesionLabel = "finding";
+  storage::TrainingRunRecord run;
+  run.state = "running";
+  const std::int64_t first = archive_.index().insertTrainingRun(run);
+  const std::int64_t second = archive_.index().insertTrainingRun(run);
+  std::vector<std::string> stages;
+  const TrainOutcome outcome = runTraining(
+      request, archive_.index(), archive_.cache(), archive_.dir().file("models"), archive_.dir().file("run"),
+      first,
+      [&](const TrainProgress& p) {
+        if (stages.empty() || stages.back() != p.stage)
+          stages.push_back(p.stage);
+      },
+      nullptr);
+  EXPECT_EQ(stages, (std::vector<std::string>{"snapshot", "lesions", "pre-train", "heads", "register"}));
+  EXPECT_EQ(outcome.lesions.at("Source"), "stored");
+  EXPECT_EQ(outcome.lesions.at("LesionImages"), 28);  // 7 positive training patients x 2 studies x 2 views
+  EXPECT_EQ(outcome.lesions.at("BoxesKept"), 7);
+  EXPECT_EQ(outcome.lesions.at("BoxesDropped").at("held-out patient"), 1);
+  EXPECT_EQ(outcome.lesions.at("LesionImagesWithoutBox"), 21);
+  EXPECT_EQ(outcome.modelVersion, 1);
+
+  request.lesionSource = "none";  // the same run with random windows says so
+  const TrainOutcome random =
+      runTraining(request, archive_.index(), archive_.cache(), archive_.dir().file("models"),
+                  archive_.dir().file("run2"), second, {}, nullptr);
+  EXPECT_EQ(random.lesions.at("Source"), "none");
+  EXPECT_FALSE(random.lesions.contains("BoxesKept"));
 }
 
 TEST_F(TrainingRunTest, ACancelledRunRegistersNothing) {
