@@ -74,6 +74,23 @@ training::ComclRoles comclRoles(const TrainRequest& request, storage::Index& ind
   return roles;
 }
 
+// The request's labels; when it named none (every declared label), those no image carries yet are left out.
+std::vector<std::string> labelsToTrain(const TrainRequest& request, const training::TrainingSet& set) {
+  if (!request.labelsDefaulted)
+    return request.labels;
+  const std::vector<std::string> present = set.findings();
+  std::vector<std::string> labels;
+  for (const std::string& label : request.labels) {
+    if (std::find(present.begin(), present.end(), label) != present.end())
+      labels.push_back(label);
+  }
+  if (labels.empty())
+    throw training::DataError(
+        "no image carries a label declared in Comcl.Labels yet: label studies first "
+        "(PUT /comcl/studies/{id}/labels, POST /comcl/labels)");
+  return labels;
+}
+
 }  // namespace
 
 TrainRequest TrainRequest::fromJson(const nlohmann::json& body, const LabelSet& declared) {
@@ -119,21 +136,24 @@ TrainRequest TrainRequest::fromJson(const nlohmann::json& body, const LabelSet& 
     }
   }
   if (r.labels.empty()) {
-    for (const auto& [name, grades] : declared) {
-      if (grades == 2)
-        r.labels.push_back(name);
-    }
+    for (const auto& [name, grades] : declared)
+      r.labels.push_back(name);
+    r.labelsDefaulted = true;
   }
-  if (r.labels.empty())
-    throw std::invalid_argument(
-        "no binary label is declared in Comcl.Labels: the model needs findings to score");
+  std::string firstBinary;
   for (const std::string& label : r.labels) {
     const auto it = declared.find(label);
-    if (it == declared.end() || it->second != 2)
-      throw std::invalid_argument("label '" + label + "' is not declared as binary in Comcl.Labels");
+    if (it == declared.end())
+      throw std::invalid_argument("label '" + label + "' is not declared in Comcl.Labels");
+    if (it->second == 2 && firstBinary.empty())
+      firstBinary = label;
   }
+  if (firstBinary.empty())
+    throw std::invalid_argument(
+        "no binary label among the labels to train: the model scores binary findings (graded labels are "
+        "evaluated beside them, with kappa); declare one in Comcl.Labels");
   if (r.method == "comcl" && r.lesionLabel.empty())
-    r.lesionLabel = r.labels.front();
+    r.lesionLabel = firstBinary;
   return r;
 }
 
@@ -164,13 +184,14 @@ TrainOutcome runTraining(const TrainRequest& request, storage::Index& index, con
   report({"snapshot", 0.0});
   const training::TrainingSet set = training::TrainingSet::fromIndex(index);
   const auto split = training::ensurePatientSplit(index, set, training::SplitConfig{});
+  const std::vector<std::string> labels = labelsToTrain(request, set);
   outcome.stageSeconds["snapshot"] = secondsSince(started);
   checkCancel();
 
   training::EncoderSource source;
   source.channels = cache.format().channels;
   training::ProtocolConfig protocol;
-  protocol.labels = request.labels;
+  protocol.labels = labels;
   protocol.draws = 1;
   protocol.seed = request.seed;
   protocol.imageSize = request.imageSize;

@@ -23,8 +23,11 @@ struct TrainRequest {
   int epochs = 10;
   int imageSize = 128;
   int batchSize = 16;
-  std::vector<std::string> labels;  // findings the model scores; empty: every declared binary label
-  std::string lesionLabel;          // comcl: lesion images are its positives; empty: the first label
+  // Labels evaluated (AUC for binary, kappa for graded); the model scores the binary ones. Empty: every
+  // declared label.
+  std::vector<std::string> labels;
+  bool labelsDefaulted = false;  // labels not given: those no image carries are left out of the run
+  std::string lesionLabel;       // comcl: lesion images are its positives; empty: the first binary label
   // comcl: where the lesion boxes come from: "stored" (given with the labels), "cam" (class-activation maps
   // of a supervised network), "none" (random windows); "auto": stored when the lesion label has boxes, else
   // none.

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <map>
 #include <sstream>
 
 #include "comcl/training/model_io.h"
@@ -34,6 +35,26 @@ std::string formatAuc(double value) {
   return text.str();
 }
 
+// finding -> mean held-out AUC of the labels of an evaluation (ProtocolResult::toJson) that have one.
+std::map<std::string, double> heldOutAucs(const nlohmann::json& metrics) {
+  std::map<std::string, double> aucs;
+  if (!metrics.is_object() || !metrics.contains("labels") || !metrics.at("labels").is_array())
+    return aucs;
+  for (const nlohmann::json& label : metrics.at("labels")) {
+    const nlohmann::json auc = label.value("auc", nlohmann::json());
+    if (auc.is_object() && auc.contains("mean") && auc.at("mean").is_number())
+      aucs[label.value("finding", "")] = auc.at("mean").get<double>();
+  }
+  return aucs;
+}
+
+std::vector<std::string> findingsWithAuc(const nlohmann::json& metrics) {
+  std::vector<std::string> findings;
+  for (const auto& [finding, auc] : heldOutAucs(metrics))
+    findings.push_back(finding);
+  return findings;
+}
+
 }  // namespace
 
 TrainingBusy::TrainingBusy(std::int64_t runId, std::string jobId)
@@ -44,23 +65,18 @@ TrainingBusy::TrainingBusy(std::int64_t runId, std::string jobId)
       jobId_(std::move(jobId)) {}
 
 std::optional<double> meanHeldOutAuc(const nlohmann::json& metrics, const std::vector<std::string>& labels) {
-  if (!metrics.is_object() || !metrics.contains("labels") || !metrics.at("labels").is_array())
-    return std::nullopt;
+  const std::map<std::string, double> aucs = heldOutAucs(metrics);
   double sum = 0;
-  int count = 0;
-  for (const nlohmann::json& label : metrics.at("labels")) {
-    const std::string finding = label.value("finding", "");
-    if (!labels.empty() && std::find(labels.begin(), labels.end(), finding) == labels.end())
-      continue;
-    const nlohmann::json auc = label.value("auc", nlohmann::json());
-    if (!auc.is_object() || !auc.contains("mean") || !auc.at("mean").is_number())
-      continue;
-    sum += auc.at("mean").get<double>();
-    ++count;
+  std::size_t count = 0;
+  for (const auto& [finding, auc] : aucs) {
+    if (labels.empty() || std::find(labels.begin(), labels.end(), finding) != labels.end()) {
+      sum += auc;
+      ++count;
+    }
   }
-  if (count == 0 || (!labels.empty() && count != static_cast<int>(labels.size())))
+  if (count == 0 || (!labels.empty() && count != labels.size()))
     return std::nullopt;
-  return sum / count;
+  return sum / static_cast<double>(count);
 }
 
 PromotionDecision decidePromotion(const std::string& policy, const nlohmann::json& candidateMetrics,
@@ -71,15 +87,12 @@ PromotionDecision decidePromotion(const std::string& policy, const nlohmann::jso
     return {true, "Comcl.Promotion is \"always\""};
   if (!activeMetrics)
     return {true, "no version was active"};
-  // Compare on the labels both versions were evaluated on.
+  // Compare on the binary labels both versions were evaluated on (graded ones have kappa, not AUC).
   std::vector<std::string> common;
-  if (candidateMetrics.contains("labels") && activeMetrics->contains("labels")) {
-    for (const nlohmann::json& mine : candidateMetrics.at("labels")) {
-      for (const nlohmann::json& theirs : activeMetrics->at("labels")) {
-        if (mine.value("finding", "") == theirs.value("finding", "") && !mine.value("finding", "").empty())
-          common.push_back(mine.value("finding", ""));
-      }
-    }
+  const std::vector<std::string> theirs = findingsWithAuc(*activeMetrics);
+  for (const std::string& finding : findingsWithAuc(candidateMetrics)) {
+    if (std::find(theirs.begin(), theirs.end(), finding) != theirs.end())
+      common.push_back(finding);
   }
   const std::optional<double> candidate =
       common.empty() ? std::nullopt : meanHeldOutAuc(candidateMetrics, common);

@@ -16,7 +16,7 @@ const LabelSet kLabels = {{"finding", 2}, {"grade", 4}};
 TEST(TrainRequest, FieldsAreOptionalAndCheckedByName) {
   const TrainRequest defaults = TrainRequest::fromJson(nlohmann::json::object(), kLabels);
   EXPECT_EQ(defaults.method, "medaug");
-  EXPECT_EQ(defaults.labels, std::vector<std::string>{"finding"});  // the declared binary labels
+  EXPECT_EQ(defaults.labels, (std::vector<std::string>{"finding", "grade"}));  // every declared label
   const TrainRequest comcl = TrainRequest::fromJson({{"Method", "comcl"}, {"Epochs", 3}}, kLabels);
   EXPECT_EQ(comcl.lesionLabel, "finding");
   EXPECT_EQ(comcl.epochs, 3);
@@ -43,6 +43,13 @@ class TrainingRunTest : public ::testing::Test {
 };
 
 TEST_F(TrainingRunTest, ATinyRunRegistersACandidateVersionWithHeldOutMetrics) {
+  std::vector<storage::LabelRecord> grades;  // a graded study label: evaluated with kappa, not scored
+  for (int p = 0; p < 20; ++p) {
+    for (int s = 0; s < 2; ++s)
+      grades.push_back(
+          {"study", "S" + std::to_string(p) + "." + std::to_string(s), "grade", double(p % 4), "t"});
+  }
+  archive_.index().putLabels(grades);
   std::vector<std::string> stages;
   storage::TrainingRunRecord run;
   run.state = "running";
@@ -67,6 +74,9 @@ TEST_F(TrainingRunTest, ATinyRunRegistersACandidateVersionWithHeldOutMetrics) {
   EXPECT_EQ(scorer->findings(), std::vector<std::string>{"finding"});
   EXPECT_TRUE(outcome.metrics.at("labels")[0].contains("auc")) << outcome.metrics.dump();
   EXPECT_EQ(outcome.metrics.at("labels")[0].at("testImages"), 16);  // P16..P19, 4 images each
+  ASSERT_EQ(outcome.metrics.at("labels").size(), 2u);
+  EXPECT_EQ(outcome.metrics.at("labels")[1].at("finding"), "grade");
+  EXPECT_TRUE(outcome.metrics.at("labels")[1].at("kappa").is_object()) << outcome.metrics.dump();
   EXPECT_EQ(archive_.index().splitOf("P19"), "test");
 }
 

@@ -86,6 +86,10 @@ TEST(Promotion, FollowsThePolicyAndComparesHeldOutAucOnCommonLabels) {
       decidePromotion("if-better", metricsWithAuc({{"a", 0.9}}), metricsWithAuc({{"b", 0.5}}));
   EXPECT_FALSE(incomparable.promote);
   EXPECT_NE(incomparable.reason.find("activate by hand"), std::string::npos) << incomparable.reason;
+  nlohmann::json withGrade = metricsWithAuc({{"a", 0.9}});  // a graded label has kappa, not AUC
+  withGrade["labels"].push_back({{"finding", "grade"}, {"graded", true}, {"kappa", {{"mean", 0.4}}}});
+  EXPECT_TRUE(decidePromotion("if-better", withGrade, withGrade).promote == false);  // a tie
+  EXPECT_TRUE(decidePromotion("if-better", withGrade, metricsWithAuc({{"a", 0.8}})).promote);
   EXPECT_DOUBLE_EQ(*meanHeldOutAuc(better), 0.75);
   EXPECT_FALSE(meanHeldOutAuc(nlohmann::json::object()));
 }
