@@ -934,5 +934,28 @@ TEST_F(RetrainingTest, AKilledRunIsMarkedInterruptedAndChangesNothing) {
   EXPECT_EQ(orthanc.client().post("/comcl/train", kTinyTraining.dump()).status, 200);  // not stuck as busy
 }
 
+// Orthanc stopped (SIGTERM) in the middle of pre-training exits cleanly and in time: the plugin stops the
+// run at its next step and records it as interrupted; nothing is registered.
+TEST_F(RetrainingTest, StoppingOrthancMidRunEndsItCleanly) {
+  TempDir home;
+  OrthancProcess orthanc(withPlugin({{"DatabasePath", (home.path() / "comcl.sqlite").string()},
+                                     {"ImageSize", 64},
+                                     {"Labels", {{"icu", "binary"}}}}));
+  storeAndLabel(orthanc);
+  json longRun = kTinyTraining;
+  longRun["Epochs"] = 1000;
+  const json started = orthanc.client().post("/comcl/train", longRun.dump()).json();
+  ASSERT_TRUE(started.contains("Run")) << started.dump();
+  const std::string runPath = started.at("Run");
+  ASSERT_TRUE(waitUntil([&] { return orthanc.client().get(runPath).json().at("Stage") == "pre-train"; }));
+  orthanc.stop();  // SIGTERM; SIGKILL only after Options::stopTimeout
+  ASSERT_TRUE(orthanc.exitStatus().has_value());
+  EXPECT_EQ(*orthanc.exitStatus(), 0) << orthanc.log();
+  orthanc.restart();
+  const json run = orthanc.client().get(runPath).json();
+  EXPECT_EQ(run.at("State"), "interrupted") << run.dump(2);
+  EXPECT_TRUE(orthanc.client().get("/comcl/models").json().at("Models").empty());
+}
+
 }  // namespace
 }  // namespace comcl::testing
