@@ -37,7 +37,8 @@ std::string rowName(std::size_t row);
 // "empty patient_id, file" naming the empty ones of a row's required cells; "" when none is empty.
 std::string emptyRequiredCells(const std::string& patient, const std::string& imageId,
                                const std::string& file);
-// A row's PNG (readPng); a missing file throws std::runtime_error "missing file <path>".
-Image readRowPng(const std::filesystem::path& path);
+// A row's PNG (readPng), or empty with `error` saying why ("missing file <path>", not a PNG, truncated, an
+// unsupported layout): the row is bad, the others go on.
+std::optional<Image> readRowPng(const std::filesystem::path& path, std::string& error);
 
 }  // namespace comcl::imaging::detail

@@ -119,10 +119,17 @@ std::string emptyRequiredCells(const std::string& patient, const std::string& im
   return empty.empty() ? std::string() : "empty " + joined(empty, ", ");
 }
 
-Image readRowPng(const fs::path& path) {
-  if (!fs::is_regular_file(path))
-    throw std::runtime_error("missing file " + path.string());
-  return readPng(path.string());
+std::optional<Image> readRowPng(const fs::path& path, std::string& error) {
+  if (!fs::is_regular_file(path)) {
+    error = "missing file " + path.string();
+    return std::nullopt;
+  }
+  try {
+    return readPng(path.string());
+  } catch (const std::exception& e) {  // not a PNG, truncated, unsupported layout: the row is bad
+    error = e.what();
+    return std::nullopt;
+  }
 }
 
 }  // namespace detail
@@ -499,13 +506,13 @@ ManifestImportReport importManifest(const Manifest& manifest, storage::Index& in
     }
 
     const fs::path path = (dir / file).lexically_normal();
-    Image image;
-    try {
-      image = readRowPng(path);
-    } catch (const std::exception& e) {  // missing, not a PNG, truncated, unsupported layout: the row is bad
-      fail(e.what());
+    std::string pngError;
+    const std::optional<Image> png = readRowPng(path, pngError);
+    if (!png) {
+      fail(pngError);
       continue;
     }
+    const Image& image = *png;
 
     storage::InstanceRecord record;
     record.resourceId = resourceId;

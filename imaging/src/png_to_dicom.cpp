@@ -410,13 +410,13 @@ PngToDicomReport convertToDicom(const Manifest& manifest, const PngToDicomOption
     }
 
     const fs::path png = (dir / file).lexically_normal();
-    Image image;
-    try {
-      image = readRowPng(png);
-    } catch (const std::exception& e) {  // missing, not a PNG, truncated, unsupported layout: the row is bad
-      fail(e.what());
+    std::string pngError;
+    std::optional<Image> read = readRowPng(png, pngError);
+    if (!read) {
+      fail(pngError);
       continue;
     }
+    Image image = std::move(*read);
     if (image.width > 0xFFFF || image.height > 0xFFFF) {
       fail("image " + std::to_string(image.width) + "x" + std::to_string(image.height) +
            " is larger than DICOM's 65535 rows or columns");
