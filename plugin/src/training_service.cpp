@@ -185,6 +185,9 @@ void TrainingService::attachJob(std::int64_t runId, const std::string& jobId) {
 
 void TrainingService::record(std::int64_t runId,
                              const std::function<void(storage::TrainingRunRecord&)>& change) {
+  // Read, change, write back: the run's thread and the REST thread attaching the job both do this, so one
+  // at a time, or the later write would undo the earlier one.
+  std::lock_guard lock(recordMutex_);
   std::optional<storage::TrainingRunRecord> run = index_.trainingRun(runId);
   if (!run)
     return;
@@ -212,6 +215,9 @@ nlohmann::json TrainingService::current() {
     return nullptr;
   BackgroundTask::Snapshot snapshot = task->snapshot();
   snapshot.content["Progress"] = snapshot.fraction;
+  std::lock_guard lock(mutex_);  // known from the start, before the run's first progress report
+  snapshot.content["RunId"] = runId_;
+  snapshot.content["JobId"] = jobId_.empty() ? nlohmann::json() : nlohmann::json(jobId_);
   return snapshot.content;
 }
 

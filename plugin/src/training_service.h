@@ -94,7 +94,8 @@ class TrainingService {
   const TrainingSettings settings_;
   const Activate activate_;
   std::vector<std::int64_t> interruptedAtStart_;
-  std::mutex mutex_;  // runId_ / jobId_ of the current run
+  std::mutex mutex_;        // runId_ / jobId_ of the current run
+  std::mutex recordMutex_;  // record()
   std::int64_t runId_ = 0;
   std::string jobId_;
   TaskRunner runner_;
