@@ -33,12 +33,24 @@ nlohmann::json ModelRegistry::summary(const storage::ModelVersionRecord& record,
   nlohmann::json metrics = nlohmann::json::parse(record.metricsJson, nullptr, false);
   if (metrics.is_discarded())
     metrics = record.metricsJson;  // shown as stored rather than hidden
+  // What the run that made it was asked, and by whom (versions registered by hand have no run).
+  nlohmann::json request = nullptr;
+  if (record.runId) {
+    if (const std::optional<storage::TrainingRunRecord> run = index_.trainingRun(*record.runId)) {
+      request = nlohmann::json::parse(run->requestJson, nullptr, false);
+      if (request.is_discarded())
+        request = nullptr;
+    }
+  }
+  const bool asked = request.is_object() && request.contains("RequestedBy");
   return {{"Version", record.version},
           {"Status", record.status},
           {"Active", active == record.version},
           {"Method", record.method},
           {"CreatedAt", record.createdAt},
           {"RunId", record.runId ? nlohmann::json(*record.runId) : nlohmann::json(nullptr)},
+          {"TrainingRequest", request},
+          {"RequestedBy", asked ? request.at("RequestedBy") : nlohmann::json(nullptr)},
           {"Metrics", metrics},
           {"Path", directoryOf(record)}};
 }

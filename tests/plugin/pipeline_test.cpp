@@ -874,6 +874,10 @@ TEST_F(RetrainingTest, TheArchiveTrainsTheModelThatScoresIt) {
   const json model = client.get("/comcl/models/1").json();
   EXPECT_EQ(model.at("Status"), "candidate");
   EXPECT_EQ(model.at("RunId"), run.at("Id"));
+  EXPECT_EQ(model.at("RequestedBy"), "alice");
+  EXPECT_EQ(model.at("TrainingRequest").at("Epochs"), 1);
+  EXPECT_TRUE(model.at("Metrics").contains("dataSnapshot"));
+  EXPECT_TRUE(model.at("Metrics").at("split").contains("id"));
   const json icu = model.at("Metrics").at("labels")[0];
   EXPECT_EQ(icu.at("finding"), "icu");
   EXPECT_GT(icu.at("testImages").get<int>(), 0);  // evaluated on held-out patients
